@@ -1,0 +1,512 @@
+"""The pure-Python decoder: the readable statement of SPEC v1, and the twin of `collector._native`.
+
+Both formats are first read into the same document shape (a dict per object, keyed by the
+compact JSON keys, None for null); one normaliser then checks and converts it, driven by the
+tables in `collector.spec`.
+"""
+
+import math
+import re
+import struct
+from urllib.parse import unquote_plus
+
+import msgspec
+
+from . import spec, wire
+from .errors import BatchError
+from .event import App, Decoded, Device, NormalizedEvent
+from .spec import BOOL, EVENTS, INT, NUMBER, OBJECT, PARAMS, STRING
+
+# float_hook keeps a number too large for a double as inf (refused where it is read) instead of
+# failing the whole document.
+_json = msgspec.json.Decoder(float_hook=float)
+_BRACKET_OR_QUOTE = re.compile(rb'[\[\]{}"]')
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+
+
+def decode(data, format="json", received_time=0) -> Decoded:
+    if format == "json":
+        doc = parse_json(bytes(data))
+    elif format == "protobuf":
+        doc = parse_protobuf(bytes(data))
+    else:
+        raise ValueError(f"unknown format {format!r}: use 'json' or 'protobuf'")
+    return normalize(doc, received_time)
+
+
+# ---------------------------------------------------------------------------------- JSON
+
+
+def parse_json(data: bytes):
+    """The document as Python values; BatchError(malformed_json | too_deep) if it is not one."""
+    try:
+        doc = _json.decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise _first_syntax_error(data, exc) from None
+    if _depth_exceeded(doc):
+        raise BatchError("too_deep", f"nested deeper than {spec.MAX_DEPTH} levels")
+    return doc
+
+
+def _depth_exceeded(doc) -> bool:
+    stack = [(doc, 1)]
+    while stack:
+        obj, depth = stack.pop()
+        if depth > spec.MAX_DEPTH:
+            return True
+        for value in obj.values() if type(obj) is dict else obj:
+            if type(value) is dict or type(value) is list:
+                stack.append((value, depth + 1))
+    return False
+
+
+def _first_syntax_error(data: bytes, exc: Exception) -> BatchError:
+    """The error that a single left-to-right reading meets first: too_deep or malformed_json."""
+    deep_at = _too_deep_offset(data)
+    if deep_at is not None:
+        try:
+            _json.decode(data[:deep_at])
+        except msgspec.DecodeError as prefix_exc:
+            if "truncated" in str(prefix_exc):
+                return BatchError(
+                    "too_deep", f"nested deeper than {spec.MAX_DEPTH} levels at byte {deep_at}"
+                )
+        except (UnicodeDecodeError, RecursionError):
+            pass
+    if isinstance(exc, UnicodeDecodeError):
+        return BatchError("malformed_json", f"invalid UTF-8 at byte {exc.start}")
+    if isinstance(exc, RecursionError):
+        return BatchError("malformed_json", "nested too deeply to read")
+    return BatchError("malformed_json", str(exc).replace("JSON is malformed: ", ""))
+
+
+def _too_deep_offset(data: bytes) -> int | None:
+    """Offset of the bracket that opens level MAX_DEPTH + 1, strings skipped over."""
+    depth = pos = 0
+    while True:
+        m = _BRACKET_OR_QUOTE.search(data, pos)
+        if m is None:
+            return None
+        pos = m.end()
+        ch = data[m.start()]
+        if ch == 0x22:
+            s = _STRING.match(data, m.start())
+            if s is None:
+                return None
+            pos = s.end()
+        elif ch == 0x5B or ch == 0x7B:
+            depth += 1
+            if depth > spec.MAX_DEPTH:
+                return m.start()
+        else:
+            depth -= 1
+
+
+# ------------------------------------------------------------------------------ protobuf
+
+
+def _malformed(what: str, at: int):
+    raise BatchError("malformed_json", f"protobuf: {what} at byte {at}")
+
+
+def _fields(data: bytes, pos: int, end: int):
+    """Yield (field number, wire type, value, start) of one message; a LEN value is (start, end).
+
+    Lengths are checked against what is left, never trusted.
+    """
+    while pos < end:
+        start = pos
+        key, pos = _varint(data, pos, end)
+        number, wire_type = key >> 3, key & 7
+        if number == 0 or number > 0x1FFFFFFF:
+            _malformed(f"invalid field number {number}", start)
+        if wire_type == wire.VARINT:
+            value, pos = _varint(data, pos, end)
+        elif wire_type == wire.I64 or wire_type == wire.I32:
+            size = 8 if wire_type == wire.I64 else 4
+            if end - pos < size:
+                _malformed("truncated fixed-size field", pos)
+            value, pos = pos, pos + size
+        elif wire_type == wire.LEN:
+            size, pos = _varint(data, pos, end)
+            if size > end - pos:
+                _malformed("length past the end", pos)
+            value, pos = (pos, pos + size), pos + size
+        else:
+            _malformed(f"unsupported wire type {wire_type}", start)
+        yield number, wire_type, value
+
+
+def _varint(data: bytes, pos: int, end: int):
+    result = shift = 0
+    for i in range(pos, min(pos + 10, end)):
+        byte = data[i]
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result & 0xFFFFFFFFFFFFFFFF, i + 1
+        shift += 7
+    _malformed("truncated or overlong varint", pos)
+
+
+_unpack_double = struct.Struct("<d").unpack_from
+
+
+def _scalar(data: bytes, kind: int, value):
+    if kind == wire.K_INT:
+        return value - (1 << 64) if value >> 63 else value
+    if kind == wire.K_SINT:
+        return (value >> 1) ^ -(value & 1)
+    if kind == wire.K_BOOL:
+        return value != 0
+    if kind == wire.K_DOUBLE:
+        return _unpack_double(data, value)[0]
+    try:
+        return data[value[0] : value[1]].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        _malformed("invalid UTF-8 in a string", value[0] + exc.start)
+
+
+def parse_protobuf(data: bytes) -> dict:
+    """A protobuf `Batch` in the document shape of the JSON batch.
+
+    Where a singular field repeats, the last one wins (messages are not merged); fields with an
+    unknown number or an unexpected wire type are skipped, as unknown JSON keys are ignored.
+    """
+    return _message(data, 0, len(data), "Batch")
+
+
+def _message(data: bytes, pos: int, end: int, name: str) -> dict:
+    table = wire.MESSAGES[name]
+    doc = {}
+    payload = None
+    for number, wire_type, value in _fields(data, pos, end):
+        entry = table.get(number)
+        if entry is None or entry[2] != wire_type:
+            continue
+        key, kind, _, sub, repeated = entry
+        if number in wire.PAYLOADS and name == "Event":
+            payload = (number, value)  # read once the action is known
+        elif kind != wire.K_MESSAGE:
+            doc[key] = _scalar(data, kind, value)
+        elif repeated:  # `pl`
+            doc.setdefault(key, []).append(_message(data, *value, sub))
+        elif sub == "Object":
+            doc[key] = _object(data, *value, 4)  # `pr` is level 4: batch, pl, event, pr
+        else:
+            doc[key] = _message(data, *value, sub)
+    if name == "Batch":
+        doc.setdefault("pl", [])
+    elif payload is not None:
+        number, span = payload
+        codes, as_key = wire.PAYLOADS[number]
+        if doc.get("ea") in codes:
+            fields = _message(data, *span, table[number][3])
+            if as_key:
+                doc[as_key] = fields
+            else:
+                doc.update(fields)
+    return doc
+
+
+def _object(data: bytes, pos: int, end: int, depth: int) -> dict:
+    """An `Object`: members in order, the last of a repeated key winning."""
+    if depth > spec.MAX_DEPTH:
+        raise BatchError("too_deep", f"nested deeper than {spec.MAX_DEPTH} levels at byte {pos}")
+    obj = {}
+    for number, wire_type, value in _fields(data, pos, end):
+        if number != 1 or wire_type != wire.LEN:
+            continue
+        key, item = "", None
+        for mnumber, mwire, mvalue in _fields(data, *value):
+            if mnumber == 1 and mwire == wire.LEN:
+                key = _scalar(data, wire.K_STRING, mvalue)
+            elif mnumber == 2 and mwire == wire.LEN:
+                item = _value(data, *mvalue, depth + 1)
+        obj[key] = item
+    return obj
+
+
+def _array(data: bytes, pos: int, end: int, depth: int) -> list:
+    if depth > spec.MAX_DEPTH:
+        raise BatchError("too_deep", f"nested deeper than {spec.MAX_DEPTH} levels at byte {pos}")
+    return [
+        _value(data, *value, depth + 1)
+        for number, wire_type, value in _fields(data, pos, end)
+        if number == 1 and wire_type == wire.LEN
+    ]
+
+
+_VALUE_WIRE = {
+    wire.VALUE_NULL: wire.VARINT,
+    wire.VALUE_BOOL: wire.VARINT,
+    wire.VALUE_INT: wire.VARINT,
+    wire.VALUE_DOUBLE: wire.I64,
+    wire.VALUE_STRING: wire.LEN,
+    wire.VALUE_ARRAY: wire.LEN,
+    wire.VALUE_OBJECT: wire.LEN,
+}
+
+
+def _value(data: bytes, pos: int, end: int, depth: int):
+    """A `Value`: the last field of its oneof wins; none at all is null. `depth` is the JSON
+    level a container here would have."""
+    last = None
+    for number, wire_type, value in _fields(data, pos, end):
+        if _VALUE_WIRE.get(number) == wire_type:
+            last = (number, value)
+    if last is None:
+        return None
+    number, value = last
+    if number == wire.VALUE_NULL:
+        return None
+    if number == wire.VALUE_BOOL:
+        return value != 0
+    if number == wire.VALUE_INT:
+        return _scalar(data, wire.K_SINT, value)
+    if number == wire.VALUE_DOUBLE:
+        return _unpack_double(data, value)[0]
+    if number == wire.VALUE_STRING:
+        return _scalar(data, wire.K_STRING, value)
+    if number == wire.VALUE_ARRAY:
+        return _array(data, *value, depth)
+    return _object(data, *value, depth)
+
+
+# ----------------------------------------------------------------------------- normalise
+
+
+class _Invalid(Exception):
+    """A field's fault: carries its SPEC code."""
+
+
+def _number(value):
+    """A JSON number as a finite double, or None."""
+    if type(value) is float:
+        return value if math.isfinite(value) else None
+    if type(value) is int:
+        try:
+            return float(value)
+        except OverflowError:
+            return None
+    return None
+
+
+def _is_int(value) -> bool:
+    return type(value) is int and spec.INT64_MIN <= value <= spec.INT64_MAX
+
+
+def _params(value):
+    """Custom params as kept: ints outside int64 become doubles (they are numbers, not ints);
+    a number that is not a finite double is refused."""
+    kind = type(value)
+    if kind is dict:
+        return {k: _params(v) for k, v in value.items()}
+    if kind is list:
+        return [_params(v) for v in value]
+    if kind is int and not _is_int(value) or kind is float:
+        number = _number(value)
+        if number is None:
+            raise _Invalid
+        return number
+    return value
+
+
+def _check(obj: dict, fields, prefix: str = "") -> str | None:
+    """The code of the first field of `fields` that `obj` gets wrong, or None."""
+    for f in fields:
+        value = obj.get(f.key)
+        if value is None:
+            if f.required:
+                return f"missing_field:{prefix}{f.key}"
+            continue
+        t = f.type
+        if t == INT:
+            ok = _is_int(value)
+        elif t == STRING:
+            ok = type(value) is str
+        elif t == NUMBER:
+            ok = _number(value) is not None
+        elif t == BOOL:
+            ok = type(value) is bool
+        elif t == OBJECT:
+            if type(value) is not dict:
+                return f"invalid_field:{prefix}{f.key}"
+            fault = _check(value, f.fields, f"{prefix}{f.key}.")
+            if fault:
+                return fault
+            continue
+        elif t == PARAMS:
+            ok = type(value) is dict
+        else:  # EVENTS
+            ok = type(value) is list
+        if not ok:
+            return f"invalid_field:{prefix}{f.key}"
+        check = f.check
+        if check == spec.ANY:
+            continue
+        if check == spec.ID:
+            ok = 0 < len(value.encode("utf-8")) <= spec.MAX_ID_BYTES
+        elif check == spec.POSITIVE:
+            ok = value >= 1
+        elif check == spec.NON_NEGATIVE:
+            ok = value >= 0
+        elif check == spec.CURRENCY:
+            ok = 0 <= value <= 999
+        elif check == spec.DENSITY:
+            ok = spec.DENSITY_MIN <= value <= spec.DENSITY_MAX
+        elif check == spec.ACTION_CODE:
+            if value not in spec.ACTIONS:
+                return "unknown_action"
+        elif check == spec.ACTION_NAME:
+            if not spec.valid_action_name(value):
+                return "invalid_action_name"
+        if not ok:
+            return f"invalid_field:{prefix}{f.key}"
+    return None
+
+
+def screen_name(url: str | None) -> str | None:
+    """The first `title=` parameter of the url's query (up to any `#`), unquoted."""
+    if url is None:
+        return None
+    q = url.find("?")
+    if q < 0:
+        return None
+    for param in url[q + 1 :].split("#", 1)[0].split("&"):
+        if param.startswith("title="):
+            return unquote_plus(param[6:])
+    return None
+
+
+def _enum(table: dict, value):
+    return None if value is None else table.get(value, spec.UNKNOWN)
+
+
+_EMPTY = {}
+
+
+def normalize(doc, received_time: int) -> Decoded:
+    """Check a document against the SPEC and turn its events into normalised events."""
+    if type(doc) is not dict:
+        raise BatchError("batch_not_object", "the batch is not a JSON object")
+    fault = _check(doc, spec.HEADER)
+    if fault:
+        raise BatchError(fault)
+    pl = doc["pl"]
+    if len(pl) > spec.MAX_EVENTS:
+        raise BatchError("too_many_events", f"{len(pl)} events, at most {spec.MAX_EVENTS}")
+
+    to = doc.get("to") or _EMPTY
+    r = doc.get("r") or _EMPTY
+    density = r.get("d")
+    device = Device(
+        _enum(spec.DEVICE_TYPES, doc.get("dt")),
+        doc.get("dma"),
+        doc.get("dmo"),
+        doc.get("os"),
+        doc.get("l"),
+        doc.get("tz"),
+        None if density is None else float(density),
+    )
+    project_id, user_id, sent_time = doc["pid"], doc["uid"], doc["now"]
+
+    events, rejected = [], []
+    for index, ev in enumerate(pl):
+        if type(ev) is not dict:
+            rejected.append((index, "event_not_object"))
+            continue
+        fault = _check(ev, spec.COMMON)
+        ea = ev.get("ea")
+        if fault is None:
+            fault = _check(ev, spec.ACTIONS[ea][1])
+        params = None
+        if fault is None and ea == spec.CUSTOM:
+            try:
+                params = _params(ev.get("pr") or _EMPTY)
+            except _Invalid:
+                fault = "invalid_field:pr"
+        if fault:
+            rejected.append((index, fault))
+            continue
+        device_time = ev["t"]
+        url = ev.get("url")
+        vo = ev.get("vo") or _EMPTY
+        label_key = spec.LABEL_KEY.get(ea)
+        events.append(
+            NormalizedEvent(
+                ev["euid"],
+                ev["ac"] if ea == spec.CUSTOM else spec.ACTIONS[ea][0],
+                None if label_key is None else ev.get(label_key),
+                project_id,
+                user_id,
+                ev.get("sn"),
+                received_time - max(0, sent_time - device_time),
+                device_time,
+                sent_time,
+                received_time,
+                ev.get("upt"),
+                url,
+                screen_name(url),
+                ev.get("scn"),
+                _enum(spec.CONNECTIVITY, ev.get("c")),
+                ev.get("ci"),
+                _enum(spec.ORIENTATIONS, ev.get("o")),
+                device,
+                App(
+                    to.get("an"),
+                    to.get("st"),
+                    to.get("sf"),
+                    vo.get("sv"),
+                    vo.get("sb"),
+                    vo.get("av"),
+                    vo.get("af"),
+                    vo.get("ab"),
+                ),
+                params if params is not None else _PARAMS[ea](ev),
+            )
+        )
+    return Decoded(rejected, events=events)
+
+
+def _transaction(ev):
+    tr = ev["tr"]
+    code = tr["cu"]
+    return {
+        "value": float(tr["vl"]),
+        "currency_code": code,
+        "currency": spec.CURRENCIES.get(code),
+        "transaction_id": tr.get("id"),
+    }
+
+
+def _gesture(ev):
+    return {
+        "target_path": ev.get("tvp"),
+        "target_id": ev.get("tvid"),
+        "direction": _enum(spec.DIRECTIONS, ev.get("fd")),
+        "distance": ev.get("tvd"),
+        "velocity": ev.get("tvv"),
+    }
+
+
+def _variable(ev):
+    return {"key": ev["k"], "value": ev["v"]}
+
+
+_PARAMS = {
+    0: lambda ev: {},
+    1: lambda ev: {},
+    2: lambda ev: {},
+    4: lambda ev: {"title": ev.get("st"), "load_time_ms": ev.get("sl")},
+    6: lambda ev: {
+        "target_path": ev.get("tvp"),
+        "target_id": ev.get("tvid"),
+        "responsive": ev.get("ur"),
+    },
+    8: lambda ev: {"target_path": ev.get("tvp"), "target_id": ev.get("tvid")},
+    9: _gesture,
+    10: _gesture,
+    16: _transaction,
+    18: _variable,
+    19: _variable,
+}

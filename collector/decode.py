@@ -1,0 +1,40 @@
+"""`decode`: pick the native decoder unless it is missing or COLLECTOR_NO_NATIVE=1 is set."""
+
+import os
+import time
+import warnings
+
+from . import _pure
+from .errors import BatchError
+from .event import Decoded
+
+NATIVE = False
+if not os.environ.get("COLLECTOR_NO_NATIVE"):
+    try:
+        from . import _native
+    except ImportError as exc:  # not built: the pure twin does the same work, slower
+        warnings.warn(f"collector: native decoder unavailable ({exc}); using pure Python")
+    else:
+        NATIVE = True
+
+_impl = _native if NATIVE else _pure
+
+_FORMATS = ("json", "protobuf")
+
+
+def decode(data, *, format: str = "json", received_time: int | None = None) -> Decoded:
+    """Decode one batch (compact JSON or protobuf `Batch`) into normalised events.
+
+    `received_time` (ms since epoch) is when the batch reached us; it defaults to now.
+    Raises BatchError when the whole batch is refused.
+    """
+    if format not in _FORMATS:
+        raise ValueError(f"unknown format {format!r}: use 'json' or 'protobuf'")
+    if received_time is None:
+        received_time = time.time_ns() // 1_000_000
+    elif not 0 <= received_time < 2**63:
+        raise ValueError("received_time must be a non-negative int64 (ms since epoch)")
+    return _impl.decode(data, format, received_time)
+
+
+__all__ = ["decode", "Decoded", "BatchError", "NATIVE"]
