@@ -1,0 +1,2013 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False, nonecheck=False, infer_types=False
+"""The native decoder: one pass over the bytes of a batch, JSON Lines out.
+
+A reader is a cursor over `const unsigned char*`; values are recorded as slots (kind, span in
+the input, number) in C arrays, checked against the tables of `collector.spec`, and written
+straight into an output buffer. The only Python objects made are the output bytes and the list
+of rejections, at the end. Semantics are those of `collector._pure`, which says them in Python.
+"""
+
+from libc.stdint cimport int64_t, uint64_t, uint8_t, int16_t
+from libc.string cimport memcpy, memset, memcmp
+from libc.stdlib cimport malloc, realloc, free, qsort
+from libc.math cimport isfinite
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.ref cimport PyObject
+
+import msgspec
+
+from collector import spec, wire, _pure
+from collector.errors import BatchError
+from collector.event import Decoded
+
+cdef extern from "Python.h":
+    double PyOS_string_to_double(const char *s, char **endptr, PyObject *overflow_exception) except? -1.0
+    char* PyOS_double_to_string(double val, char format_code, int precision, int flags, int *ptype) except NULL
+    void PyMem_Free(void *p)
+    int Py_DTSF_ADD_DOT_0
+
+ctypedef const unsigned char* cstr
+
+# ------------------------------------------------------------------------------- limits
+
+DEF MAX_SLOTS = 48        # slots of one object layout (header or event)
+DEF MAX_RECS = 160        # field records of all check lists
+DEF MAX_LISTS = 32
+DEF MAX_FIELDNO = 32      # protobuf field numbers we map (larger ones are unknown fields)
+DEF N_KINDS = 24        # object kinds (JSON lookups / protobuf messages)
+DEF HASH_SIZE = 256
+
+# Slot kinds.
+DEF ABSENT = 0
+DEF NUL = 1
+DEF INT = 2       # .i
+DEF BIGNUM = 3    # a JSON integer outside int64: a number, .d
+DEF FLOAT = 4     # .d
+DEF STR = 5       # span; esc: 1 = JSON escapes inside, 2 = raw bytes that need JSON escaping
+DEF TRUE_ = 6
+DEF FALSE_ = 7
+DEF OBJ = 8
+DEF ARR = 9
+
+# Params flags.
+DEF P_DIRTY = 1     # whitespace or a big integer: must be written anew, not copied
+DEF P_NONFINITE = 2
+DEF P_DUP = 4       # a key may repeat in some object: the pure path settles it
+
+# Slot roles in an object layout.
+DEF R_SCALAR = 0
+DEF R_SUB = 1
+DEF R_PARAMS = 2
+DEF R_EVENTS = 3
+
+# Errors.
+DEF E_MALFORMED = 1
+DEF E_DEEP = 2
+
+cdef struct Slot:
+    uint8_t kind
+    uint8_t esc
+    uint8_t flags
+    int64_t i
+    double d
+    Py_ssize_t start
+    Py_ssize_t len
+
+cdef struct Buf:
+    char* p
+    Py_ssize_t n
+    Py_ssize_t cap
+
+cdef struct KeyEntry:       # JSON key -> slot, in an open-addressing table per kind
+    uint64_t packed
+    int16_t slot
+    uint8_t role
+    uint8_t sub             # kind of a sub-object's keys
+    int16_t sub_start       # first slot of the sub-object (reset when it is read again)
+    int16_t sub_count
+
+cdef struct FieldEntry:     # protobuf field number -> slot, per message kind
+    int16_t slot            # -1: not mapped
+    uint8_t wire
+    uint8_t vkind           # wire.K_*
+    uint8_t role
+    uint8_t sub
+    int16_t sub_start
+    int16_t sub_count
+
+cdef struct Rec:            # one field check
+    int16_t slot
+    uint8_t type
+    uint8_t required
+    uint8_t check
+    int16_t sub_list        # for OBJECT
+    int16_t code_missing
+    int16_t code_invalid
+
+cdef struct List:
+    int16_t start
+    int16_t count
+
+cdef struct Parser:
+    cstr s
+    Py_ssize_t n
+    Py_ssize_t pos
+    int err
+    Py_ssize_t err_pos
+    const char* err_msg
+    bint proto
+    # events of the last `pl`
+    Slot* ev
+    uint8_t* ev_isobj
+    Py_ssize_t ev_count       # stored (<= MAX_EVENTS)
+    Py_ssize_t ev_total       # seen
+    Py_ssize_t ev_cap
+    # scratch for unescaped strings
+    unsigned char* scratch
+    Py_ssize_t scratch_cap
+    # key hashes of the objects being read in params (a stack)
+    uint64_t* hashes
+    Py_ssize_t nhash
+    Py_ssize_t hash_cap
+
+# ------------------------------------------------------------------------- the tables
+
+cdef KeyEntry KEYS[N_KINDS][HASH_SIZE]
+cdef uint64_t KEY_MUL[N_KINDS]
+cdef FieldEntry FIELDS[N_KINDS][MAX_FIELDNO + 1]
+cdef Rec RECS[MAX_RECS]
+cdef List LISTS[MAX_LISTS]
+cdef int N_HEADER_SLOTS, N_EVENT_SLOTS
+cdef int K_HEADER, K_EVENT, PB_BATCH, PB_EVENT
+cdef int L_HEADER, L_COMMON
+cdef int L_ACTION[21]       # -1: unknown action
+cdef int PAYLOAD_KIND[MAX_FIELDNO + 1]     # payload field number -> message kind, -1 if none
+cdef uint8_t PAYLOAD_CODES[MAX_FIELDNO + 1][21]
+cdef int PAYLOAD_AS_SLOT[MAX_FIELDNO + 1]  # slot when the payload is one key's object (`tr`)
+cdef int PAYLOAD_SUB_START[MAX_FIELDNO + 1]
+cdef int PAYLOAD_SUB_COUNT[MAX_FIELDNO + 1]
+cdef int LABEL_SLOT[21]
+cdef int CODE_NOT_OBJECT, CODE_UNKNOWN_ACTION, CODE_BAD_ACTION_NAME, CODE_TOO_MANY
+cdef int CUSTOM_EA, CODE_BAD_PARAMS
+# spec field types and checks, wire kinds and Value fields, as C values
+cdef int T_INT, T_NUMBER, T_STRING, T_BOOL, T_OBJECT, T_PARAMS
+cdef int C_ANY, C_POSITIVE, C_NON_NEGATIVE, C_ID, C_CURRENCY, C_DENSITY, C_ACTION_NAME, C_ACTION_CODE
+cdef int VK_INT, VK_SINT, VK_DOUBLE, VK_BOOL
+cdef int V_NULL, V_BOOL, V_INT, V_DOUBLE, V_STRING, V_ARRAY, V_OBJECT
+cdef const char* HEXDIGITS = b"0123456789abcdef"
+
+# header slots
+cdef int H_PID, H_UID, H_NOW, H_PL, H_DT, H_DMA, H_DMO, H_OS, H_L, H_TZ, H_TO, H_R
+cdef int H_AN, H_ST, H_SF, H_D
+# event slots
+cdef int S_EUID, S_EA, S_T, S_UPT, S_URL, S_SCN, S_C, S_CI, S_O, S_VO, S_SN
+cdef int S_SV, S_SB, S_AV, S_AF, S_AB
+cdef int S_ST, S_SL, S_TVP, S_TVID, S_UR, S_FD, S_TVD, S_TVV, S_TR, S_VL, S_CU, S_ID
+cdef int S_K, S_V, S_AC, S_LB, S_PR
+
+# small enums and names, JSON-quoted
+cdef char ACTION_JSON[21][40]
+cdef char CURRENCY[1000][4]
+cdef const char* CONNECTIVITY[6]
+cdef const char* ORIENTATION[2]
+cdef const char* DEVICE_TYPE[2]
+cdef const char* DIRECTION[5]
+cdef int MAX_EVENTS_, MAX_DEPTH_, MAX_ID_BYTES_
+cdef double DENSITY_MIN_, DENSITY_MAX_
+
+CODES = []          # code id -> SPEC code string
+_names = []         # keeps the bytes behind the char* tables alive
+
+cdef uint8_t ACTION_CHAR[256]
+cdef uint8_t HEX[256]
+cdef uint8_t STR_PLAIN[256]     # JSON string bytes that need no attention
+
+
+cdef uint64_t pack_key(const unsigned char* k, Py_ssize_t n) noexcept nogil:
+    cdef uint64_t v = <uint64_t>n << 56
+    cdef Py_ssize_t j
+    if n > 6:
+        return 0xFFFFFFFFFFFFFFFFULL
+    for j in range(n):
+        v |= (<uint64_t>k[j]) << (8 * j)
+    return v
+
+
+cdef inline int key_hash(int kind, uint64_t packed) noexcept nogil:
+    return <int>(((packed * KEY_MUL[kind]) >> 56) & 0xFF)
+
+
+cdef int _code(str code):
+    if code not in CODES:
+        CODES.append(code)
+    return CODES.index(code)
+
+
+def _init():
+    global N_HEADER_SLOTS, N_EVENT_SLOTS, K_HEADER, K_EVENT, PB_BATCH, PB_EVENT
+    global L_HEADER, L_COMMON, CODE_NOT_OBJECT, CODE_UNKNOWN_ACTION, CODE_BAD_ACTION_NAME
+    global CODE_TOO_MANY, CUSTOM_EA, MAX_EVENTS_, MAX_DEPTH_, MAX_ID_BYTES_
+    global DENSITY_MIN_, DENSITY_MAX_, CODE_BAD_PARAMS
+    global T_INT, T_NUMBER, T_STRING, T_BOOL, T_OBJECT, T_PARAMS
+    global C_ANY, C_POSITIVE, C_NON_NEGATIVE, C_ID, C_CURRENCY, C_DENSITY, C_ACTION_NAME, C_ACTION_CODE
+    global VK_INT, VK_SINT, VK_DOUBLE, VK_BOOL
+    global V_NULL, V_BOOL, V_INT, V_DOUBLE, V_STRING, V_ARRAY, V_OBJECT
+    global H_PID, H_UID, H_NOW, H_PL, H_DT, H_DMA, H_DMO, H_OS, H_L, H_TZ, H_TO, H_R
+    global H_AN, H_ST, H_SF, H_D
+    global S_EUID, S_EA, S_T, S_UPT, S_URL, S_SCN, S_C, S_CI, S_O, S_VO, S_SN
+    global S_SV, S_SB, S_AV, S_AF, S_AB
+    global S_ST, S_SL, S_TVP, S_TVID, S_UR, S_FD, S_TVD, S_TVV, S_TR, S_VL, S_CU, S_ID
+    global S_K, S_V, S_AC, S_LB, S_PR
+    cdef int i, j, kind, slot, h
+    cdef uint64_t packed, mul
+    cdef bytes b
+
+    MAX_EVENTS_, MAX_DEPTH_, MAX_ID_BYTES_ = spec.MAX_EVENTS, spec.MAX_DEPTH, spec.MAX_ID_BYTES
+    DENSITY_MIN_, DENSITY_MAX_ = spec.DENSITY_MIN, spec.DENSITY_MAX
+    CUSTOM_EA = spec.CUSTOM
+    T_INT, T_NUMBER, T_STRING, T_BOOL = spec.INT, spec.NUMBER, spec.STRING, spec.BOOL
+    T_OBJECT, T_PARAMS = spec.OBJECT, spec.PARAMS
+    C_ANY, C_POSITIVE, C_NON_NEGATIVE, C_ID = spec.ANY, spec.POSITIVE, spec.NON_NEGATIVE, spec.ID
+    C_CURRENCY, C_DENSITY, C_ACTION_NAME, C_ACTION_CODE = spec.CURRENCY, spec.DENSITY, spec.ACTION_NAME, spec.ACTION_CODE
+    VK_INT, VK_SINT, VK_DOUBLE, VK_BOOL = wire.K_INT, wire.K_SINT, wire.K_DOUBLE, wire.K_BOOL
+    V_NULL, V_BOOL, V_INT, V_DOUBLE = wire.VALUE_NULL, wire.VALUE_BOOL, wire.VALUE_INT, wire.VALUE_DOUBLE
+    V_STRING, V_ARRAY, V_OBJECT = wire.VALUE_STRING, wire.VALUE_ARRAY, wire.VALUE_OBJECT
+
+    # Slot layouts: every key of an object and of its sub-objects ("vo.sv") gets a slot.
+    event_fields = list(spec.COMMON)
+    for ea, (_, fields, _) in sorted(spec.ACTIONS.items()):
+        for f in fields:
+            if f.key not in [g.key for g in event_fields]:
+                event_fields.append(f)
+
+    def layout(fields):
+        slots = {}
+        for f in fields:
+            slots[f.key] = len(slots)
+            for sub in f.fields:
+                slots[f.key + "." + sub.key] = len(slots)
+        return slots
+
+    header_slots = layout(spec.HEADER)
+    event_slots = layout(event_fields)
+    assert len(header_slots) <= MAX_SLOTS and len(event_slots) <= MAX_SLOTS
+    N_HEADER_SLOTS, N_EVENT_SLOTS = len(header_slots), len(event_slots)
+
+    H_PID, H_UID, H_NOW, H_PL = header_slots["pid"], header_slots["uid"], header_slots["now"], header_slots["pl"]
+    H_DT, H_DMA, H_DMO, H_OS = header_slots["dt"], header_slots["dma"], header_slots["dmo"], header_slots["os"]
+    H_L, H_TZ, H_TO, H_R = header_slots["l"], header_slots["tz"], header_slots["to"], header_slots["r"]
+    H_AN, H_ST, H_SF, H_D = header_slots["to.an"], header_slots["to.st"], header_slots["to.sf"], header_slots["r.d"]
+    e = event_slots
+    S_EUID, S_EA, S_T, S_UPT, S_URL, S_SCN = e["euid"], e["ea"], e["t"], e["upt"], e["url"], e["scn"]
+    S_C, S_CI, S_O, S_VO, S_SN = e["c"], e["ci"], e["o"], e["vo"], e["sn"]
+    S_SV, S_SB, S_AV, S_AF, S_AB = e["vo.sv"], e["vo.sb"], e["vo.av"], e["vo.af"], e["vo.ab"]
+    S_ST, S_SL, S_TVP, S_TVID, S_UR = e["st"], e["sl"], e["tvp"], e["tvid"], e["ur"]
+    S_FD, S_TVD, S_TVV, S_TR = e["fd"], e["tvd"], e["tvv"], e["tr"]
+    S_VL, S_CU, S_ID = e["tr.vl"], e["tr.cu"], e["tr.id"]
+    S_K, S_V, S_AC, S_LB, S_PR = e["k"], e["v"], e["ac"], e["lb"], e["pr"]
+
+    # JSON key tables, one per object kind.
+    kinds = []
+
+    def add_kind(fields, slots, prefix):
+        kind = len(kinds)
+        kinds.append(None)
+        entries = []
+        for f in fields:
+            slot = slots[prefix + f.key]
+            role, sub, sub_start, sub_count = R_SCALAR, 0, 0, 0
+            if f.type == spec.OBJECT:
+                role = R_SUB
+                sub = add_kind(f.fields, slots, prefix + f.key + ".")
+                sub_start, sub_count = slots[prefix + f.key + "." + f.fields[0].key], len(f.fields)
+            elif f.type == spec.PARAMS:
+                role = R_PARAMS
+            elif f.type == spec.EVENTS:
+                role = R_EVENTS
+            entries.append((f.key.encode(), slot, role, sub, sub_start, sub_count))
+        fill_keys(kind, entries)
+        return kind
+
+    K_HEADER = add_kind(spec.HEADER, header_slots, "")
+    K_EVENT = add_kind(event_fields, event_slots, "")
+    assert len(kinds) <= N_KINDS
+
+    # Check lists.
+    nrecs = [0]
+    nlists = [0]
+
+    def add_list(fields, slots, prefix):
+        idx = nlists[0]
+        nlists[0] += 1
+        start = nrecs[0]
+        nrecs[0] += len(fields)
+        assert nrecs[0] <= MAX_RECS and nlists[0] <= MAX_LISTS
+        LISTS[idx].start, LISTS[idx].count = start, len(fields)
+        for j, f in enumerate(fields):
+            RECS[start + j].slot = slots[prefix + f.key]
+            RECS[start + j].type = f.type
+            RECS[start + j].required = f.required
+            RECS[start + j].check = f.check
+            RECS[start + j].code_missing = _code(f"missing_field:{prefix}{f.key}")
+            RECS[start + j].code_invalid = _code(f"invalid_field:{prefix}{f.key}")
+            RECS[start + j].sub_list = add_list(f.fields, slots, prefix + f.key + ".") if f.type == spec.OBJECT else -1
+        return idx
+
+    L_HEADER = add_list(spec.HEADER, header_slots, "")
+    L_COMMON = add_list(spec.COMMON, event_slots, "")
+    for i in range(21):
+        L_ACTION[i] = -1
+        LABEL_SLOT[i] = -1
+    for ea, (name, fields, _) in spec.ACTIONS.items():
+        L_ACTION[ea] = add_list(fields, event_slots, "")
+        b = (b'"' + name.encode() + b'"') if name else b""
+        memcpy(ACTION_JSON[ea], <char*>b, len(b))
+        ACTION_JSON[ea][len(b)] = 0
+    for ea, key in spec.LABEL_KEY.items():
+        LABEL_SLOT[ea] = event_slots[key]
+    CODE_NOT_OBJECT = _code("event_not_object")
+    CODE_UNKNOWN_ACTION = _code("unknown_action")
+    CODE_BAD_ACTION_NAME = _code("invalid_action_name")
+    CODE_TOO_MANY = _code("too_many_events")
+    CODE_BAD_PARAMS = _code("invalid_field:pr")
+
+    # Protobuf field tables, one per message kind.
+    msg_kind = {name: i for i, name in enumerate(wire.MESSAGES)}
+    assert len(msg_kind) <= N_KINDS
+    PB_BATCH, PB_EVENT = msg_kind["Batch"], msg_kind["Event"]
+
+    def fill_fields(msg, slots, prefix):
+        kind = msg_kind[msg]
+        for j in range(MAX_FIELDNO + 1):
+            FIELDS[kind][j].slot = -1
+        for number, (key, vkind, wtype, sub, repeated) in wire.MESSAGES[msg].items():
+            if number > MAX_FIELDNO:
+                continue
+            FIELDS[kind][number].wire = wtype
+            FIELDS[kind][number].vkind = vkind
+            FIELDS[kind][number].role = R_SCALAR
+            if msg == "Event" and number in wire.PAYLOADS:
+                continue        # read after the event, through PAYLOAD_*
+            if prefix + key not in slots:
+                continue
+            FIELDS[kind][number].slot = slots[prefix + key]
+            if sub == "Event":
+                FIELDS[kind][number].role = R_EVENTS
+            elif sub == "Object":
+                FIELDS[kind][number].role = R_PARAMS
+            elif sub is not None:
+                FIELDS[kind][number].role = R_SUB
+                FIELDS[kind][number].sub = fill_fields(sub, slots, prefix + key + ".")
+                subkeys = [k for k in slots if k.startswith(prefix + key + ".")]
+                FIELDS[kind][number].sub_start = slots[subkeys[0]]
+                FIELDS[kind][number].sub_count = len(subkeys)
+        return kind
+
+    fill_fields("Batch", header_slots, "")
+    fill_fields("Event", event_slots, "")
+    for j in range(MAX_FIELDNO + 1):
+        PAYLOAD_KIND[j] = -1
+        PAYLOAD_AS_SLOT[j] = -1
+        memset(PAYLOAD_CODES[j], 0, 21)
+    for number, (codes, as_key) in wire.PAYLOADS.items():
+        sub = wire.MESSAGES["Event"][number][3]
+        for ea in codes:
+            PAYLOAD_CODES[number][ea] = 1
+        if as_key is not None:
+            PAYLOAD_AS_SLOT[number] = event_slots[as_key]
+            PAYLOAD_KIND[number] = fill_fields(sub, event_slots, as_key + ".")
+            subkeys = [k for k in event_slots if k.startswith(as_key + ".")]
+            PAYLOAD_SUB_START[number], PAYLOAD_SUB_COUNT[number] = event_slots[subkeys[0]], len(subkeys)
+        else:
+            PAYLOAD_KIND[number] = fill_fields(sub, event_slots, "")
+
+    # Names.
+    for i in range(1000):
+        CURRENCY[i][0] = 0
+    for code, alpha in spec.CURRENCIES.items():
+        b = alpha.encode()
+        memcpy(CURRENCY[code], <char*>b, 3)
+        CURRENCY[code][3] = 0
+
+    def names(table, lo, n):
+        out = []
+        for i in range(n):
+            b = b'"' + table[lo + i].encode() + b'"'
+            _names.append(b)
+            out.append(b)
+        return out
+
+    for i, b in enumerate(names(spec.CONNECTIVITY, -1, 6)):
+        CONNECTIVITY[i] = b
+    for i, b in enumerate(names(spec.ORIENTATIONS, 0, 2)):
+        ORIENTATION[i] = b
+    for i, b in enumerate(names(spec.DEVICE_TYPES, 4, 2)):
+        DEVICE_TYPE[i] = b
+    for i, b in enumerate(names(spec.DIRECTIONS, 1, 5)):
+        DIRECTION[i] = b
+
+    memset(ACTION_CHAR, 0, 256)
+    for ch in spec.ACTION_NAME_CHARS:
+        ACTION_CHAR[ord(ch)] = 1
+    memset(HEX, 0xFF, 256)
+    for i in range(10):
+        HEX[ord("0") + i] = i
+    for i in range(6):
+        HEX[ord("a") + i] = 10 + i
+        HEX[ord("A") + i] = 10 + i
+    for i in range(256):
+        STR_PLAIN[i] = 1 if (0x20 <= i < 0x80 and i != 0x22 and i != 0x5C) else 0
+
+
+cdef void fill_keys(int kind, list entries) except *:
+    """An open-addressing table of the kind's keys, with a multiplier that spreads them."""
+    cdef int h, tries
+    cdef uint64_t packed
+    mul = 0x9E3779B97F4A7C15
+    packs = [pack_key(<const unsigned char*><char*>k, len(k)) for k, *_ in entries]
+    for tries in range(10000):
+        if len({((p * mul) & 0xFFFFFFFFFFFFFFFF) >> 56 for p in packs}) == len(packs):
+            break
+        mul = (mul * 6364136223846793005 + 1442695040888963407) & 0xFFFFFFFFFFFFFFFF
+    else:
+        raise RuntimeError("no collision-free key table")
+    KEY_MUL[kind] = mul
+    for h in range(HASH_SIZE):
+        KEYS[kind][h].slot = -1
+        KEYS[kind][h].packed = 0xFFFFFFFFFFFFFFFEULL
+    for (k, slot, role, sub, sub_start, sub_count), packed in zip(entries, packs):
+        h = key_hash(kind, packed)
+        KEYS[kind][h].packed = packed
+        KEYS[kind][h].slot = slot
+        KEYS[kind][h].role = role
+        KEYS[kind][h].sub = sub
+        KEYS[kind][h].sub_start = sub_start
+        KEYS[kind][h].sub_count = sub_count
+
+
+_init()
+
+# --------------------------------------------------------------------------- utilities
+
+
+cdef int fail(Parser* p, int err, const char* msg, Py_ssize_t at) noexcept nogil:
+    if p.err == 0:
+        p.err = err
+        p.err_msg = msg
+        p.err_pos = at
+    return -1
+
+
+cdef int buf_grow(Buf* b, Py_ssize_t extra) except -1:
+    cdef Py_ssize_t cap = b.cap * 2 if b.cap else 4096
+    cdef char* q
+    while cap < b.n + extra:
+        cap *= 2
+    q = <char*>realloc(b.p, cap)
+    if q == NULL:
+        raise MemoryError()
+    b.p = q
+    b.cap = cap
+    return 0
+
+
+cdef inline int put(Buf* b, const char* s, Py_ssize_t n) except -1:
+    if b.n + n > b.cap:
+        buf_grow(b, n)
+    memcpy(b.p + b.n, s, n)
+    b.n += n
+    return 0
+
+
+cdef inline int putc(Buf* b, char c) except -1:
+    if b.n + 1 > b.cap:
+        buf_grow(b, 1)
+    b.p[b.n] = c
+    b.n += 1
+    return 0
+
+
+cdef inline int puts(Buf* b, const char* s) except -1:
+    cdef Py_ssize_t n = 0
+    while s[n]:
+        n += 1
+    return put(b, s, n)
+
+
+cdef int put_int(Buf* b, int64_t v) except -1:
+    cdef char tmp[24]
+    cdef int n = 0, i
+    cdef uint64_t u
+    if b.n + 24 > b.cap:
+        buf_grow(b, 24)
+    if v < 0:
+        b.p[b.n] = 45
+        b.n += 1
+        u = <uint64_t>0 - <uint64_t>v
+    else:
+        u = <uint64_t>v
+    while True:
+        tmp[n] = <char>(48 + u % 10)
+        n += 1
+        u //= 10
+        if u == 0:
+            break
+    for i in range(n):
+        b.p[b.n + i] = tmp[n - 1 - i]
+    b.n += n
+    return 0
+
+
+cdef int put_double(Buf* b, double d) except -1:
+    """Python's repr of a float: the shortest text that reads back as the same double."""
+    cdef char* s = PyOS_double_to_string(d, b'r', 0, Py_DTSF_ADD_DOT_0, NULL)
+    try:
+        puts(b, s)
+    finally:
+        PyMem_Free(s)
+    return 0
+
+
+cdef int scratch_reserve(Parser* p, Py_ssize_t n) except -1:
+    cdef unsigned char* q
+    if n > p.scratch_cap:
+        q = <unsigned char*>realloc(p.scratch, n + 64)
+        if q == NULL:
+            raise MemoryError()
+        p.scratch = q
+        p.scratch_cap = n + 64
+    return 0
+
+
+# ----------------------------------------------------------------------- JSON: scanning
+
+
+cdef inline int skip_ws(Parser* p) noexcept nogil:
+    """Skip whitespace; return how many bytes were skipped."""
+    cdef Py_ssize_t start = p.pos
+    cdef unsigned char c
+    while p.pos < p.n:
+        c = p.s[p.pos]
+        if c == 32 or c == 10 or c == 13 or c == 9:
+            p.pos += 1
+        else:
+            break
+    return <int>(p.pos - start)
+
+
+cdef inline int hex4(Parser* p, Py_ssize_t at) noexcept nogil:
+    """The value of 4 hex digits at `at`, or -1."""
+    cdef int v = 0, j, h
+    if at + 4 > p.n:
+        return -1
+    for j in range(4):
+        h = HEX[p.s[at + j]]
+        if h == 0xFF:
+            return -1
+        v = (v << 4) | h
+    return v
+
+
+cdef int scan_string(Parser* p, Slot* out) noexcept nogil:
+    """At an opening quote: check the string (escapes, surrogate pairs, UTF-8) and record its
+    content span."""
+    cdef cstr s = p.s
+    cdef Py_ssize_t i = p.pos + 1, n = p.n
+    cdef unsigned char c, c1
+    cdef int esc = 0, u, u2
+    while True:
+        while i < n and STR_PLAIN[s[i]]:
+            i += 1
+        if i >= n:
+            return fail(p, E_MALFORMED, "unterminated string", p.pos)
+        c = s[i]
+        if c == 34:
+            break
+        if c == 92:
+            esc = 1
+            if i + 1 >= n:
+                return fail(p, E_MALFORMED, "unterminated string", p.pos)
+            c1 = s[i + 1]
+            if c1 == 117:  # \uXXXX
+                u = hex4(p, i + 2)
+                if u < 0:
+                    return fail(p, E_MALFORMED, "invalid \\u escape", i)
+                if 0xD800 <= u <= 0xDBFF:
+                    if i + 7 < n and s[i + 6] == 92 and s[i + 7] == 117:
+                        u2 = hex4(p, i + 8)
+                        if 0xDC00 <= u2 <= 0xDFFF:
+                            i += 12
+                            continue
+                    return fail(p, E_MALFORMED, "unpaired surrogate escape", i)
+                if 0xDC00 <= u <= 0xDFFF:
+                    return fail(p, E_MALFORMED, "unpaired surrogate escape", i)
+                i += 6
+            elif c1 == 34 or c1 == 92 or c1 == 47 or c1 == 98 or c1 == 102 or c1 == 110 or c1 == 114 or c1 == 116:
+                i += 2
+            else:
+                return fail(p, E_MALFORMED, "invalid escape", i)
+        elif c < 0x20:
+            return fail(p, E_MALFORMED, "control character in string", i)
+        else:
+            u = utf8_seq(s, i, n)
+            if u == 0:
+                return fail(p, E_MALFORMED, "invalid UTF-8", i)
+            i += u
+    out.kind = STR
+    out.esc = esc
+    out.start = p.pos + 1
+    out.len = i - p.pos - 1
+    p.pos = i + 1
+    return 0
+
+
+cdef inline int utf8_seq(cstr s, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    """Length of the valid UTF-8 sequence of a non-ASCII byte at i, or 0."""
+    cdef unsigned char c = s[i], c1, c2, c3
+    if c < 0x80:
+        return 1
+    if 0xC2 <= c <= 0xDF:
+        if i + 1 < n and 0x80 <= s[i + 1] <= 0xBF:
+            return 2
+        return 0
+    if 0xE0 <= c <= 0xEF:
+        if i + 2 >= n:
+            return 0
+        c1 = s[i + 1]
+        c2 = s[i + 2]
+        if c == 0xE0 and not (0xA0 <= c1 <= 0xBF):
+            return 0
+        if c == 0xED and not (0x80 <= c1 <= 0x9F):
+            return 0
+        if not (0x80 <= c1 <= 0xBF) or not (0x80 <= c2 <= 0xBF):
+            return 0
+        return 3
+    if 0xF0 <= c <= 0xF4:
+        if i + 3 >= n:
+            return 0
+        c1 = s[i + 1]
+        c2 = s[i + 2]
+        c3 = s[i + 3]
+        if c == 0xF0 and not (0x90 <= c1 <= 0xBF):
+            return 0
+        if c == 0xF4 and not (0x80 <= c1 <= 0x8F):
+            return 0
+        if not (0x80 <= c1 <= 0xBF) or not (0x80 <= c2 <= 0xBF) or not (0x80 <= c3 <= 0xBF):
+            return 0
+        return 4
+    return 0
+
+
+cdef Py_ssize_t unescape(cstr src, Py_ssize_t n, unsigned char* dst) noexcept nogil:
+    """Decode the content of a checked JSON string into UTF-8; dst needs n bytes."""
+    cdef Py_ssize_t i = 0, o = 0
+    cdef unsigned char c
+    cdef unsigned int u, u2
+    while i < n:
+        c = src[i]
+        if c != 92:
+            dst[o] = c
+            o += 1
+            i += 1
+            continue
+        c = src[i + 1]
+        if c == 117:
+            u = (HEX[src[i + 2]] << 12) | (HEX[src[i + 3]] << 8) | (HEX[src[i + 4]] << 4) | HEX[src[i + 5]]
+            i += 6
+            if 0xD800 <= u <= 0xDBFF:
+                u2 = (HEX[src[i + 2]] << 12) | (HEX[src[i + 3]] << 8) | (HEX[src[i + 4]] << 4) | HEX[src[i + 5]]
+                i += 6
+                u = 0x10000 + ((u - 0xD800) << 10) + (u2 - 0xDC00)
+            if u < 0x80:
+                dst[o] = <unsigned char>u
+                o += 1
+            elif u < 0x800:
+                dst[o] = <unsigned char>(0xC0 | (u >> 6))
+                dst[o + 1] = <unsigned char>(0x80 | (u & 0x3F))
+                o += 2
+            elif u < 0x10000:
+                dst[o] = <unsigned char>(0xE0 | (u >> 12))
+                dst[o + 1] = <unsigned char>(0x80 | ((u >> 6) & 0x3F))
+                dst[o + 2] = <unsigned char>(0x80 | (u & 0x3F))
+                o += 3
+            else:
+                dst[o] = <unsigned char>(0xF0 | (u >> 18))
+                dst[o + 1] = <unsigned char>(0x80 | ((u >> 12) & 0x3F))
+                dst[o + 2] = <unsigned char>(0x80 | ((u >> 6) & 0x3F))
+                dst[o + 3] = <unsigned char>(0x80 | (u & 0x3F))
+                o += 4
+            continue
+        if c == 98:
+            dst[o] = 8
+        elif c == 102:
+            dst[o] = 12
+        elif c == 110:
+            dst[o] = 10
+        elif c == 114:
+            dst[o] = 13
+        elif c == 116:
+            dst[o] = 9
+        else:
+            dst[o] = c
+        o += 1
+        i += 2
+    return o
+
+
+cdef const unsigned char* string_bytes(Parser* p, Slot* sl, Py_ssize_t* n) except? NULL:
+    """The UTF-8 bytes of a string slot (unescaped into the scratch buffer if need be)."""
+    if sl.esc != 1:
+        n[0] = sl.len
+        return p.s + sl.start
+    scratch_reserve(p, sl.len)
+    n[0] = unescape(p.s + sl.start, sl.len, p.scratch)
+    return p.scratch
+
+
+cdef double POW10[23]
+for _i in range(23):
+    POW10[_i] = float(10 ** _i)
+
+
+cdef int scan_number(Parser* p, Slot* out, bint want) noexcept:
+    """Check a number's grammar; if `want`, record its value: INT inside int64, else a double
+    (BIGNUM for an integer outside int64, FLOAT otherwise)."""
+    cdef cstr s = p.s
+    cdef Py_ssize_t start = p.pos, i = p.pos, n = p.n, int_start, digits_start
+    cdef bint neg = 0, is_float = 0
+    cdef uint64_t mant = 0
+    cdef int sig = 0, exp10 = 0, e = 0, esign = 1
+    cdef bint overflow = 0
+    cdef char small[64]
+    cdef char* tmp
+    cdef Py_ssize_t length
+    if s[i] == 45:
+        neg = 1
+        i += 1
+    if i >= n or not (48 <= s[i] <= 57):
+        return fail(p, E_MALFORMED, "invalid number", start)
+    if s[i] == 48:
+        i += 1
+    else:
+        while i < n and 48 <= s[i] <= 57:
+            if sig < 19:
+                mant = mant * 10 + (s[i] - 48)
+                sig += 1
+            else:
+                exp10 += 1
+                overflow = 1
+            i += 1
+    if i < n and s[i] == 46:
+        is_float = 1
+        i += 1
+        if i >= n or not (48 <= s[i] <= 57):
+            return fail(p, E_MALFORMED, "invalid number", start)
+        while i < n and 48 <= s[i] <= 57:
+            if sig == 0 and s[i] == 48:
+                exp10 -= 1
+            elif sig < 19:
+                mant = mant * 10 + (s[i] - 48)
+                sig += 1
+                exp10 -= 1
+            i += 1
+    if i < n and (s[i] == 101 or s[i] == 69):
+        is_float = 1
+        i += 1
+        if i < n and (s[i] == 43 or s[i] == 45):
+            if s[i] == 45:
+                esign = -1
+            i += 1
+        if i >= n or not (48 <= s[i] <= 57):
+            return fail(p, E_MALFORMED, "invalid number", start)
+        while i < n and 48 <= s[i] <= 57:
+            if e < 100000:
+                e = e * 10 + (s[i] - 48)
+            i += 1
+    p.pos = i
+    if not want:
+        return 0
+    if not is_float and not overflow:
+        # an integer of at most 19 digits
+        if not neg and mant <= 0x7FFFFFFFFFFFFFFFULL:
+            out.kind = INT
+            out.i = <int64_t>mant
+            return 0
+        if neg and mant <= 0x8000000000000000ULL:
+            out.kind = INT
+            out.i = <int64_t>(<uint64_t>0 - mant)
+            return 0
+    exp10 += esign * e
+    if sig <= 15 and -22 <= exp10 <= 22:
+        out.d = <double>mant
+        if exp10 >= 0:
+            out.d *= POW10[exp10]
+        else:
+            out.d /= POW10[-exp10]
+        if neg:
+            out.d = -out.d
+    else:
+        length = i - start
+        if length < 64:
+            tmp = small
+        else:
+            tmp = <char*>malloc(length + 1)
+        if tmp == NULL:
+            return fail(p, E_MALFORMED, "out of memory", start)
+        memcpy(tmp, s + start, length)
+        tmp[length] = 0
+        try:
+            out.d = PyOS_string_to_double(tmp, NULL, NULL)
+        except Exception:
+            out.d = 0.0
+        if tmp != small:
+            free(tmp)
+    out.kind = FLOAT if is_float else BIGNUM
+    return 0
+
+
+cdef inline int scan_literal(Parser* p, const char* word, int n) noexcept nogil:
+    if p.pos + n > p.n or memcmp(p.s + p.pos, word, n) != 0:
+        return fail(p, E_MALFORMED, "invalid literal", p.pos)
+    p.pos += n
+    return 0
+
+
+cdef int push_hash(Parser* p, uint64_t h) except -1:
+    cdef uint64_t* q
+    if p.nhash == p.hash_cap:
+        q = <uint64_t*>realloc(p.hashes, sizeof(uint64_t) * (p.hash_cap * 2 + 64))
+        if q == NULL:
+            raise MemoryError()
+        p.hashes = q
+        p.hash_cap = p.hash_cap * 2 + 64
+    p.hashes[p.nhash] = h
+    p.nhash += 1
+    return 0
+
+
+cdef int cmp_u64(const void* a, const void* b) noexcept nogil:
+    cdef uint64_t x = (<const uint64_t*>a)[0], y = (<const uint64_t*>b)[0]
+    return -1 if x < y else (1 if x > y else 0)
+
+
+cdef bint has_repeat(uint64_t* h, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i, j
+    if n <= 16:
+        for i in range(n):
+            for j in range(i):
+                if h[i] == h[j]:
+                    return 1
+        return 0
+    qsort(h, n, sizeof(uint64_t), cmp_u64)
+    for i in range(1, n):
+        if h[i] == h[i - 1]:
+            return 1
+    return 0
+
+
+cdef inline uint64_t fnv1a(const unsigned char* s, Py_ssize_t n) noexcept nogil:
+    cdef uint64_t h = 0xCBF29CE484222325ULL
+    cdef Py_ssize_t i
+    for i in range(n):
+        h = (h ^ s[i]) * 0x100000001B3ULL
+    return h
+
+
+cdef int skip_value(Parser* p, int depth, uint8_t* pflags) except -2:
+    """Check any JSON value (a container here is at level `depth`). With `pflags` (custom
+    params), also note what keeps it from being copied as it is."""
+    cdef unsigned char c
+    cdef Slot tmp
+    cdef Py_ssize_t base, n
+    cdef const unsigned char* kb
+    if p.pos >= p.n:
+        return fail(p, E_MALFORMED, "unexpected end of data", p.pos)
+    c = p.s[p.pos]
+    if c == 34:
+        return scan_string(p, &tmp)
+    if c == 45 or 48 <= c <= 57:
+        if scan_number(p, &tmp, pflags != NULL) < 0:
+            return -1
+        if pflags != NULL and tmp.kind != INT:
+            if tmp.kind == BIGNUM:
+                pflags[0] |= P_DIRTY
+            if not isfinite(tmp.d):
+                pflags[0] |= P_NONFINITE | P_DIRTY
+        return 0
+    if c == 116:
+        return scan_literal(p, "true", 4)
+    if c == 102:
+        return scan_literal(p, "false", 5)
+    if c == 110:
+        return scan_literal(p, "null", 4)
+    if c == 91:
+        if depth > MAX_DEPTH_:
+            return fail(p, E_DEEP, "nested too deep", p.pos)
+        p.pos += 1
+        if skip_ws(p) and pflags != NULL:
+            pflags[0] |= P_DIRTY
+        if p.pos < p.n and p.s[p.pos] == 93:
+            p.pos += 1
+            return 0
+        while True:
+            if skip_value(p, depth + 1, pflags) < 0:
+                return -1
+            if skip_ws(p) and pflags != NULL:
+                pflags[0] |= P_DIRTY
+            if p.pos >= p.n:
+                return fail(p, E_MALFORMED, "unterminated array", p.pos)
+            c = p.s[p.pos]
+            p.pos += 1
+            if c == 93:
+                return 0
+            if c != 44:
+                return fail(p, E_MALFORMED, "expected ',' or ']'", p.pos - 1)
+            if skip_ws(p) and pflags != NULL:
+                pflags[0] |= P_DIRTY
+    if c == 123:
+        if depth > MAX_DEPTH_:
+            return fail(p, E_DEEP, "nested too deep", p.pos)
+        p.pos += 1
+        if skip_ws(p) and pflags != NULL:
+            pflags[0] |= P_DIRTY
+        if p.pos < p.n and p.s[p.pos] == 125:
+            p.pos += 1
+            return 0
+        base = p.nhash
+        while True:
+            if p.pos >= p.n or p.s[p.pos] != 34:
+                return fail(p, E_MALFORMED, "expected a key", p.pos)
+            if scan_string(p, &tmp) < 0:
+                return -1
+            if pflags != NULL:
+                kb = string_bytes(p, &tmp, &n)
+                push_hash(p, fnv1a(kb, n))
+            if skip_ws(p) and pflags != NULL:
+                pflags[0] |= P_DIRTY
+            if p.pos >= p.n or p.s[p.pos] != 58:
+                return fail(p, E_MALFORMED, "expected ':'", p.pos)
+            p.pos += 1
+            if skip_ws(p) and pflags != NULL:
+                pflags[0] |= P_DIRTY
+            if skip_value(p, depth + 1, pflags) < 0:
+                return -1
+            if skip_ws(p) and pflags != NULL:
+                pflags[0] |= P_DIRTY
+            if p.pos >= p.n:
+                return fail(p, E_MALFORMED, "unterminated object", p.pos)
+            c = p.s[p.pos]
+            p.pos += 1
+            if c == 125:
+                break
+            if c != 44:
+                return fail(p, E_MALFORMED, "expected ',' or '}'", p.pos - 1)
+            if skip_ws(p) and pflags != NULL:
+                pflags[0] |= P_DIRTY
+        if pflags != NULL:
+            if has_repeat(p.hashes + base, p.nhash - base):
+                pflags[0] |= P_DUP
+            p.nhash = base
+        return 0
+    return fail(p, E_MALFORMED, "unexpected character", p.pos)
+
+
+cdef Slot* new_event(Parser* p) except NULL:
+    """Slots for the next event of `pl` (past MAX_EVENTS, a scratch block that is overwritten)."""
+    cdef Py_ssize_t idx = p.ev_count if p.ev_count < MAX_EVENTS_ else MAX_EVENTS_
+    cdef Py_ssize_t cap
+    cdef void* q
+    if idx >= p.ev_cap:
+        cap = p.ev_cap * 2 if p.ev_cap else 64
+        if cap > MAX_EVENTS_ + 1:
+            cap = MAX_EVENTS_ + 1
+        q = realloc(p.ev, sizeof(Slot) * N_EVENT_SLOTS * cap)
+        if q == NULL:
+            raise MemoryError()
+        p.ev = <Slot*>q
+        q = realloc(p.ev_isobj, cap)
+        if q == NULL:
+            raise MemoryError()
+        p.ev_isobj = <uint8_t*>q
+        p.ev_cap = cap
+    memset(p.ev + idx * N_EVENT_SLOTS, 0, sizeof(Slot) * N_EVENT_SLOTS)
+    p.ev_isobj[idx] = 0
+    if p.ev_count < MAX_EVENTS_:
+        p.ev_count += 1
+    p.ev_total += 1
+    return p.ev + idx * N_EVENT_SLOTS
+
+
+cdef int parse_events(Parser* p, int depth) except -2:
+    """At '[' of `pl`: each element becomes an event's slots."""
+    cdef Slot* slots
+    cdef unsigned char c
+    p.ev_count = 0
+    p.ev_total = 0
+    p.pos += 1
+    skip_ws(p)
+    if p.pos < p.n and p.s[p.pos] == 93:
+        p.pos += 1
+        return 0
+    while True:
+        slots = new_event(p)
+        if p.pos < p.n and p.s[p.pos] == 123:
+            p.ev_isobj[(slots - p.ev) // N_EVENT_SLOTS] = 1
+            if parse_object(p, K_EVENT, slots, depth + 1) < 0:
+                return -1
+        elif skip_value(p, depth + 1, NULL) < 0:
+            return -1
+        skip_ws(p)
+        if p.pos >= p.n:
+            return fail(p, E_MALFORMED, "unterminated array", p.pos)
+        c = p.s[p.pos]
+        p.pos += 1
+        if c == 93:
+            return 0
+        if c != 44:
+            return fail(p, E_MALFORMED, "expected ',' or ']'", p.pos - 1)
+        skip_ws(p)
+
+
+cdef int parse_object(Parser* p, int kind, Slot* slots, int depth) except -2:
+    """At '{' of an object whose keys are known (header, event, and their sub-objects)."""
+    cdef Slot key
+    cdef Slot* sl
+    cdef KeyEntry* ke
+    cdef const unsigned char* kb
+    cdef Py_ssize_t kn, vstart
+    cdef uint64_t packed
+    cdef unsigned char c
+    if depth > MAX_DEPTH_:
+        return fail(p, E_DEEP, "nested too deep", p.pos)
+    p.pos += 1
+    skip_ws(p)
+    if p.pos < p.n and p.s[p.pos] == 125:
+        p.pos += 1
+        return 0
+    while True:
+        if p.pos >= p.n or p.s[p.pos] != 34:
+            return fail(p, E_MALFORMED, "expected a key", p.pos)
+        if scan_string(p, &key) < 0:
+            return -1
+        kb = string_bytes(p, &key, &kn)
+        packed = pack_key(kb, kn)
+        ke = &KEYS[kind][key_hash(kind, packed)]
+        skip_ws(p)
+        if p.pos >= p.n or p.s[p.pos] != 58:
+            return fail(p, E_MALFORMED, "expected ':'", p.pos)
+        p.pos += 1
+        skip_ws(p)
+        if p.pos >= p.n:
+            return fail(p, E_MALFORMED, "unexpected end of data", p.pos)
+        if ke.packed != packed:
+            if skip_value(p, depth + 1, NULL) < 0:
+                return -1
+        else:
+            sl = &slots[ke.slot]
+            c = p.s[p.pos]
+            sl.flags = 0
+            sl.esc = 0
+            if ke.role == R_SUB:
+                memset(&slots[ke.sub_start], 0, sizeof(Slot) * ke.sub_count)
+            if c == 34:
+                if scan_string(p, sl) < 0:
+                    return -1
+            elif c == 45 or 48 <= c <= 57:
+                if scan_number(p, sl, 1) < 0:
+                    return -1
+            elif c == 123:
+                vstart = p.pos
+                if ke.role == R_SUB:
+                    if parse_object(p, ke.sub, slots, depth + 1) < 0:
+                        return -1
+                elif skip_value(p, depth + 1, &sl.flags if ke.role == R_PARAMS else NULL) < 0:
+                    return -1
+                sl.kind = OBJ
+                sl.start = vstart
+                sl.len = p.pos - vstart
+            elif c == 91:
+                if ke.role == R_EVENTS:
+                    if parse_events(p, depth + 1) < 0:
+                        return -1
+                elif skip_value(p, depth + 1, NULL) < 0:
+                    return -1
+                sl.kind = ARR
+            else:
+                if skip_value(p, depth + 1, NULL) < 0:
+                    return -1
+                sl.kind = TRUE_ if c == 116 else (FALSE_ if c == 102 else NUL)
+        skip_ws(p)
+        if p.pos >= p.n:
+            return fail(p, E_MALFORMED, "unterminated object", p.pos)
+        c = p.s[p.pos]
+        p.pos += 1
+        if c == 125:
+            return 0
+        if c != 44:
+            return fail(p, E_MALFORMED, "expected ',' or '}'", p.pos - 1)
+        skip_ws(p)
+
+
+# ------------------------------------------------------------------- protobuf: reading
+
+
+cdef inline int read_varint(Parser* p, Py_ssize_t end, uint64_t* out) noexcept nogil:
+    cdef uint64_t v = 0
+    cdef int shift = 0, k
+    cdef unsigned char b
+    cdef Py_ssize_t start = p.pos
+    for k in range(10):
+        if p.pos >= end:
+            break
+        b = p.s[p.pos]
+        p.pos += 1
+        v |= (<uint64_t>(b & 0x7F)) << shift
+        if b < 0x80:
+            out[0] = v
+            return 0
+        shift += 7
+    return fail(p, E_MALFORMED, "protobuf: truncated or overlong varint", start)
+
+
+cdef int read_field(Parser* p, Py_ssize_t end, uint64_t* number, int* wtype, uint64_t* value,
+                    Py_ssize_t* vstart, Py_ssize_t* vend) noexcept nogil:
+    """One field of a message: its number, wire type, and value (varint) or span."""
+    cdef uint64_t key, size
+    cdef Py_ssize_t start = p.pos
+    if read_varint(p, end, &key) < 0:
+        return -1
+    number[0] = key >> 3
+    wtype[0] = <int>(key & 7)
+    if number[0] == 0 or number[0] > 0x1FFFFFFF:
+        return fail(p, E_MALFORMED, "protobuf: invalid field number", start)
+    if wtype[0] == 0:
+        return read_varint(p, end, value)
+    if wtype[0] == 1 or wtype[0] == 5:
+        size = 8 if wtype[0] == 1 else 4
+        if <uint64_t>(end - p.pos) < size:
+            return fail(p, E_MALFORMED, "protobuf: truncated fixed-size field", p.pos)
+    elif wtype[0] == 2:
+        if read_varint(p, end, &size) < 0:
+            return -1
+        if size > <uint64_t>(end - p.pos):
+            return fail(p, E_MALFORMED, "protobuf: length past the end", p.pos)
+    else:
+        return fail(p, E_MALFORMED, "protobuf: unsupported wire type", start)
+    vstart[0] = p.pos
+    p.pos += <Py_ssize_t>size
+    vend[0] = p.pos
+    return 0
+
+
+cdef int check_utf8(Parser* p, Py_ssize_t start, Py_ssize_t end) noexcept nogil:
+    cdef Py_ssize_t i = start
+    cdef int u
+    while i < end:
+        if p.s[i] < 0x80:
+            i += 1
+            continue
+        u = utf8_seq(p.s, i, end)
+        if u == 0:
+            return fail(p, E_MALFORMED, "protobuf: invalid UTF-8 in a string", i)
+        i += u
+    return 0
+
+
+cdef inline double read_double(cstr s) noexcept nogil:
+    cdef double d
+    memcpy(&d, s, 8)   # little-endian hosts
+    return d
+
+
+cdef int pb_message(Parser* p, Py_ssize_t pos, Py_ssize_t end, int kind, Slot* slots, int depth) except -2:
+    """Read a message whose fields map to slots (Batch, Event and their sub-messages)."""
+    cdef uint64_t number, value
+    cdef int wtype, payload = -1, ea
+    cdef Py_ssize_t vs, ve, ps = 0, pe = 0, saved
+    cdef FieldEntry* fe
+    cdef Slot* sl
+    cdef Slot* evslots
+    saved = p.pos
+    p.pos = pos
+    while p.pos < end:
+        if read_field(p, end, &number, &wtype, &value, &vs, &ve) < 0:
+            return -1
+        if number > MAX_FIELDNO:
+            continue
+        if kind == PB_EVENT and PAYLOAD_KIND[number] >= 0:
+            if wtype == 2:
+                payload, ps, pe = <int>number, vs, ve
+            continue
+        fe = &FIELDS[kind][number]
+        if fe.slot < 0 or fe.wire != wtype:
+            continue
+        sl = &slots[fe.slot]
+        sl.flags = 0
+        sl.esc = 0
+        if fe.role == R_EVENTS:
+            evslots = new_event(p)
+            p.ev_isobj[(evslots - p.ev) // N_EVENT_SLOTS] = 1
+            if pb_message(p, vs, ve, PB_EVENT, evslots, depth + 1) < 0:
+                return -1
+        elif fe.role == R_SUB:
+            memset(&slots[fe.sub_start], 0, sizeof(Slot) * fe.sub_count)
+            if pb_message(p, vs, ve, fe.sub, slots, depth + 1) < 0:
+                return -1
+            sl.kind = OBJ
+        elif fe.role == R_PARAMS:
+            if pb_object(p, vs, ve, depth + 1, &sl.flags) < 0:
+                return -1
+            sl.kind = OBJ
+            sl.start, sl.len = vs, ve - vs
+        else:
+            set_scalar(p, sl, fe.vkind, value, vs, ve)
+            if sl.kind == STR and check_utf8(p, vs, ve) < 0:
+                return -1
+    if kind == PB_EVENT and payload >= 0:
+        sl = &slots[S_EA]
+        if sl.kind == INT and 0 <= sl.i <= 20 and PAYLOAD_CODES[payload][sl.i]:
+            if PAYLOAD_AS_SLOT[payload] >= 0:
+                memset(&slots[PAYLOAD_SUB_START[payload]], 0, sizeof(Slot) * PAYLOAD_SUB_COUNT[payload])
+                slots[PAYLOAD_AS_SLOT[payload]].kind = OBJ
+            if pb_message(p, ps, pe, PAYLOAD_KIND[payload], slots, depth + 1) < 0:
+                return -1
+    p.pos = saved
+    return 0
+
+
+cdef inline void set_scalar(Parser* p, Slot* sl, int vkind, uint64_t value, Py_ssize_t vs, Py_ssize_t ve) noexcept nogil:
+    if vkind == VK_INT:
+        sl.kind = INT
+        sl.i = <int64_t>value
+    elif vkind == VK_SINT:
+        sl.kind = INT
+        sl.i = <int64_t>(value >> 1) ^ -(<int64_t>(value & 1))
+    elif vkind == VK_BOOL:
+        sl.kind = TRUE_ if value != 0 else FALSE_
+    elif vkind == VK_DOUBLE:
+        sl.kind = FLOAT
+        sl.d = read_double(p.s + vs)
+    else:
+        sl.kind = STR
+        sl.esc = 2
+        sl.start = vs
+        sl.len = ve - vs
+
+
+cdef int pb_last_kind(Parser* p, Py_ssize_t pos, Py_ssize_t end, uint64_t* value,
+                      Py_ssize_t* vs, Py_ssize_t* ve) noexcept nogil:
+    """The field of a Value's oneof that wins (the last one), 0 for none."""
+    cdef uint64_t number, v
+    cdef int wtype, last = 0, num
+    cdef Py_ssize_t s, e
+    p.pos = pos
+    while p.pos < end:
+        if read_field(p, end, &number, &wtype, &v, &s, &e) < 0:
+            return -1
+        num = <int>number       # at most 0x1FFFFFFF
+        if num == V_NULL or num == V_BOOL or num == V_INT:
+            if wtype != 0:
+                continue
+        elif num == V_DOUBLE:
+            if wtype != 1:
+                continue
+        elif num == V_STRING or num == V_ARRAY or num == V_OBJECT:
+            if wtype != 2:
+                continue
+        else:
+            continue
+        last = <int>number
+        value[0], vs[0], ve[0] = v, s, e
+    return last
+
+
+cdef int pb_value(Parser* p, Py_ssize_t pos, Py_ssize_t end, int depth, uint8_t* pflags) except -2:
+    """Check a Value (a container here is at JSON level `depth`)."""
+    cdef uint64_t value
+    cdef Py_ssize_t vs = 0, ve = 0
+    cdef int last = pb_last_kind(p, pos, end, &value, &vs, &ve)
+    if last < 0:
+        return -1
+    if last == V_DOUBLE:
+        if not isfinite(read_double(p.s + vs)):
+            pflags[0] |= P_NONFINITE
+    elif last == V_STRING:
+        return check_utf8(p, vs, ve)
+    elif last == V_ARRAY:
+        return pb_array(p, vs, ve, depth, pflags)
+    elif last == V_OBJECT:
+        return pb_object(p, vs, ve, depth, pflags)
+    return 0
+
+
+cdef int pb_array(Parser* p, Py_ssize_t pos, Py_ssize_t end, int depth, uint8_t* pflags) except -2:
+    cdef uint64_t number, value
+    cdef int wtype
+    cdef Py_ssize_t vs, ve, here
+    if depth > MAX_DEPTH_:
+        return fail(p, E_DEEP, "nested too deep", pos)
+    p.pos = pos
+    while p.pos < end:
+        if read_field(p, end, &number, &wtype, &value, &vs, &ve) < 0:
+            return -1
+        if number == 1 and wtype == 2:
+            here = p.pos
+            if pb_value(p, vs, ve, depth + 1, pflags) < 0:
+                return -1
+            p.pos = here
+    return 0
+
+
+cdef int pb_object(Parser* p, Py_ssize_t pos, Py_ssize_t end, int depth, uint8_t* pflags) except -2:
+    """Check an Object: members' keys valid UTF-8, values checked, repeated keys noted."""
+    cdef uint64_t number, value, mnumber, mvalue
+    cdef int wtype, mwtype
+    cdef Py_ssize_t vs, ve, ms, me, here, there, ks, ke
+    cdef Py_ssize_t base = p.nhash
+    if depth > MAX_DEPTH_:
+        return fail(p, E_DEEP, "nested too deep", pos)
+    p.pos = pos
+    while p.pos < end:
+        if read_field(p, end, &number, &wtype, &value, &vs, &ve) < 0:
+            return -1
+        if number != 1 or wtype != 2:
+            continue
+        here = p.pos
+        p.pos = vs
+        ks = ke = vs
+        while p.pos < ve:
+            if read_field(p, ve, &mnumber, &mwtype, &mvalue, &ms, &me) < 0:
+                return -1
+            if mwtype != 2:
+                continue
+            if mnumber == 1:
+                if check_utf8(p, ms, me) < 0:
+                    return -1
+                ks, ke = ms, me
+            elif mnumber == 2:
+                there = p.pos
+                if pb_value(p, ms, me, depth + 1, pflags) < 0:
+                    return -1
+                p.pos = there
+        push_hash(p, fnv1a(p.s + ks, ke - ks))
+        p.pos = here
+    if has_repeat(p.hashes + base, p.nhash - base):
+        pflags[0] |= P_DUP
+    p.nhash = base
+    return 0
+
+
+# ------------------------------------------------------------------------------ checking
+
+
+cdef int check_list(Parser* p, Slot* slots, int list_id) except -2:
+    """The code id of the first field the object gets wrong, or -1."""
+    cdef List L = LISTS[list_id]
+    cdef Rec* r
+    cdef Slot* sl
+    cdef int j, k, code
+    cdef bint ok
+    cdef double d
+    cdef const unsigned char* b
+    cdef Py_ssize_t n
+    for j in range(L.count):
+        r = &RECS[L.start + j]
+        sl = &slots[r.slot]
+        k = sl.kind
+        if k == ABSENT or k == NUL:
+            if r.required:
+                return r.code_missing
+            continue
+        if r.type == T_INT:
+            ok = k == INT
+        elif r.type == T_STRING:
+            ok = k == STR
+        elif r.type == T_NUMBER:
+            ok = k == INT or ((k == FLOAT or k == BIGNUM) and isfinite(sl.d))
+        elif r.type == T_BOOL:
+            ok = k == TRUE_ or k == FALSE_
+        elif r.type == T_OBJECT:
+            if k != OBJ:
+                return r.code_invalid
+            code = check_list(p, slots, r.sub_list)
+            if code >= 0:
+                return code
+            continue
+        elif r.type == T_PARAMS:
+            ok = k == OBJ
+        else:
+            ok = k == ARR
+        if not ok:
+            return r.code_invalid
+        if r.check == C_ANY:
+            continue
+        if r.check == C_ID:
+            b = string_bytes(p, sl, &n)
+            ok = 0 < n <= MAX_ID_BYTES_
+        elif r.check == C_POSITIVE:
+            ok = sl.i >= 1
+        elif r.check == C_NON_NEGATIVE:
+            ok = sl.i >= 0
+        elif r.check == C_CURRENCY:
+            ok = 0 <= sl.i <= 999
+        elif r.check == C_DENSITY:
+            d = <double>sl.i if k == INT else sl.d
+            ok = DENSITY_MIN_ <= d <= DENSITY_MAX_
+        elif r.check == C_ACTION_CODE:
+            if not (0 <= sl.i <= 20 and L_ACTION[sl.i] >= 0):
+                return CODE_UNKNOWN_ACTION
+        elif r.check == C_ACTION_NAME:
+            b = string_bytes(p, sl, &n)
+            if not valid_action_name(b, n):
+                return CODE_BAD_ACTION_NAME
+        if not ok:
+            return r.code_invalid
+    return -1
+
+
+cdef bint valid_action_name(const unsigned char* b, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef bint dot = 0
+    if n < 1 or n > 32:
+        return 0
+    for i in range(n):
+        if not ACTION_CHAR[b[i]]:
+            return 0
+        if b[i] == 46 and 0 < i < n - 1:
+            dot = 1
+    return dot
+
+
+# ------------------------------------------------------------------------------ writing
+
+cdef uint8_t ESCAPE[256]       # 0: copy; else the letter of a short escape, or 'u'
+for _i in range(256):
+    ESCAPE[_i] = 0
+for _i in range(32):
+    ESCAPE[_i] = ord("u")
+ESCAPE[8], ESCAPE[9], ESCAPE[10], ESCAPE[12], ESCAPE[13] = ord("b"), ord("t"), ord("n"), ord("f"), ord("r")
+ESCAPE[34], ESCAPE[92] = 34, 92
+
+
+cdef int put_escaped(Buf* b, const unsigned char* s, Py_ssize_t n) except -1:
+    """UTF-8 bytes as the content of a JSON string."""
+    cdef Py_ssize_t i, run = 0
+    cdef uint8_t e
+    cdef char u[6]
+    for i in range(n):
+        e = ESCAPE[s[i]]
+        if e == 0:
+            continue
+        put(b, <const char*>s + run, i - run)
+        run = i + 1
+        if e == 117:
+            u[0], u[1], u[2], u[3] = 92, 117, 48, 48
+            u[4] = HEXDIGITS[s[i] >> 4]
+            u[5] = HEXDIGITS[s[i] & 15]
+            put(b, u, 6)
+        else:
+            u[0], u[1] = 92, e
+            put(b, u, 2)
+    put(b, <const char*>s + run, n - run)
+    return 0
+
+
+cdef inline int put_str(Parser* p, Buf* b, Slot* sl) except -1:
+    """A string slot as a JSON string (JSON input is already valid JSON text: copied)."""
+    if sl.kind != STR:
+        return put(b, "null", 4)
+    putc(b, 34)
+    if sl.esc == 2:
+        put_escaped(b, p.s + sl.start, sl.len)
+    else:
+        put(b, <const char*>p.s + sl.start, sl.len)
+    return putc(b, 34)
+
+
+cdef inline int put_opt_int(Buf* b, Slot* sl) except -1:
+    if sl.kind != INT:
+        return put(b, "null", 4)
+    return put_int(b, sl.i)
+
+
+cdef inline int put_bool(Buf* b, Slot* sl) except -1:
+    if sl.kind == TRUE_:
+        return put(b, "true", 4)
+    if sl.kind == FALSE_:
+        return put(b, "false", 5)
+    return put(b, "null", 4)
+
+
+cdef inline int put_number(Buf* b, Slot* sl) except -1:
+    """A NUMBER field as a double."""
+    if sl.kind == INT:
+        return put_double(b, <double>sl.i)
+    if sl.kind == FLOAT or sl.kind == BIGNUM:
+        return put_double(b, sl.d)
+    return put(b, "null", 4)
+
+
+cdef inline int put_enum(Buf* b, Slot* sl, const char** names, int64_t lo, int64_t count) except -1:
+    if sl.kind != INT:
+        return put(b, "null", 4)
+    if lo <= sl.i < lo + count:
+        return puts(b, names[sl.i - lo])
+    return put(b, '"unknown"', 9)
+
+
+cdef int put_unquoted(Buf* b, const unsigned char* s, Py_ssize_t n) except -1:
+    """`urllib.parse.unquote_plus` of s (UTF-8), as JSON string content: '+' is a space, runs of
+    %XX bytes are decoded as UTF-8 with each bad sequence replaced by U+FFFD."""
+    cdef unsigned char* out = <unsigned char*>malloc(n * 3 + 1)
+    cdef Py_ssize_t i = 0, o = 0, j, m, k
+    cdef unsigned char c
+    cdef unsigned char* tmp
+    if out == NULL:
+        raise MemoryError()
+    try:
+        while i < n:
+            c = s[i]
+            if c == 43:
+                out[o] = 32
+                o += 1
+                i += 1
+            elif c == 37:
+                # a run of decodable bytes: %XX escapes and the ASCII between them
+                m = 0
+                j = i
+                tmp = <unsigned char*>malloc(n - i + 1)
+                if tmp == NULL:
+                    raise MemoryError()
+                try:
+                    while j < n and s[j] < 0x80:
+                        if s[j] == 37 and j + 2 < n + 0 and HEX[s[j + 1]] != 0xFF and HEX[s[j + 2]] != 0xFF:
+                            tmp[m] = <unsigned char>((HEX[s[j + 1]] << 4) | HEX[s[j + 2]])
+                            j += 3
+                        elif s[j] == 43:
+                            tmp[m] = 32
+                            j += 1
+                        else:
+                            tmp[m] = s[j]
+                            j += 1
+                        m += 1
+                    o = put_replacing(tmp, m, out, o)
+                finally:
+                    free(tmp)
+                i = j
+            else:
+                out[o] = c
+                o += 1
+                i += 1
+        put_escaped(b, out, o)
+    finally:
+        free(out)
+    return 0
+
+
+cdef Py_ssize_t put_replacing(const unsigned char* s, Py_ssize_t n, unsigned char* out, Py_ssize_t o) noexcept nogil:
+    """Copy bytes as UTF-8, each maximal invalid subpart replaced by U+FFFD (as Python does)."""
+    cdef Py_ssize_t i = 0, k, need
+    cdef unsigned char c, lo, hi
+    while i < n:
+        c = s[i]
+        if c < 0x80:
+            out[o] = c
+            o += 1
+            i += 1
+            continue
+        need = 0
+        lo, hi = 0x80, 0xBF
+        if 0xC2 <= c <= 0xDF:
+            need = 1
+        elif 0xE0 <= c <= 0xEF:
+            need = 2
+            if c == 0xE0:
+                lo = 0xA0
+            elif c == 0xED:
+                hi = 0x9F
+        elif 0xF0 <= c <= 0xF4:
+            need = 3
+            if c == 0xF0:
+                lo = 0x90
+            elif c == 0xF4:
+                hi = 0x8F
+        k = 1
+        if need:
+            while k <= need and i + k < n:
+                if k == 1:
+                    if not (lo <= s[i + 1] <= hi):
+                        break
+                elif not (0x80 <= s[i + k] <= 0xBF):
+                    break
+                k += 1
+        if need and k == need + 1:
+            memcpy(out + o, s + i, k)
+            o += k
+            i += k
+        else:
+            out[o], out[o + 1], out[o + 2] = 0xEF, 0xBF, 0xBD
+            o += 3
+            i += k if need else 1
+    return o
+
+
+cdef int put_screen_name(Parser* p, Buf* b, Slot* url) except -1:
+    """The first `title=` parameter of the url's query (up to any '#'), unquoted, or null."""
+    cdef const unsigned char* s
+    cdef Py_ssize_t n, i, q = -1, end, start, amp
+    if url.kind != STR:
+        return put(b, "null", 4)
+    s = string_bytes(p, url, &n)
+    for i in range(n):
+        if s[i] == 63:
+            q = i
+            break
+    if q < 0:
+        return put(b, "null", 4)
+    end = n
+    for i in range(q + 1, n):
+        if s[i] == 35:
+            end = i
+            break
+    start = q + 1
+    while start <= end:
+        amp = start
+        while amp < end and s[amp] != 38:
+            amp += 1
+        if amp - start >= 6 and memcmp(s + start, b"title=", 6) == 0:
+            putc(b, 34)
+            # string_bytes may point at the scratch buffer; put_unquoted copies first
+            put_unquoted(b, s + start + 6, amp - start - 6)
+            return putc(b, 34)
+        start = amp + 1
+    return put(b, "null", 4)
+
+
+cdef int put_params_json(Parser* p, Buf* b, Slot* sl) except -1:
+    """JSON custom params: copied when they are already compact, else written anew."""
+    cdef Py_ssize_t i = sl.start, end = sl.start + sl.len, s0
+    cdef unsigned char c
+    cdef Slot num
+    if not (sl.flags & P_DIRTY):
+        return put(b, <const char*>p.s + sl.start, sl.len)
+    while i < end:
+        c = p.s[i]
+        if c == 32 or c == 10 or c == 13 or c == 9:
+            i += 1
+        elif c == 34:
+            s0 = i
+            i += 1
+            while p.s[i] != 34:
+                i += 2 if p.s[i] == 92 else 1
+            i += 1
+            put(b, <const char*>p.s + s0, i - s0)
+        elif c == 45 or 48 <= c <= 57:
+            p.pos = i
+            scan_number(p, &num, 1)
+            if num.kind == BIGNUM:
+                put_double(b, num.d)
+            else:
+                put(b, <const char*>p.s + i, p.pos - i)
+            i = p.pos
+        else:
+            putc(b, <char>c)
+            i += 1
+    return 0
+
+
+cdef int put_pb_value(Parser* p, Buf* b, Py_ssize_t pos, Py_ssize_t end) except -1:
+    cdef uint64_t value
+    cdef Py_ssize_t vs = 0, ve = 0
+    cdef int last = pb_last_kind(p, pos, end, &value, &vs, &ve)
+    if last == V_BOOL:
+        return put(b, "true", 4) if value else put(b, "false", 5)
+    if last == V_INT:
+        return put_int(b, <int64_t>(value >> 1) ^ -(<int64_t>(value & 1)))
+    if last == V_DOUBLE:
+        return put_double(b, read_double(p.s + vs))
+    if last == V_STRING:
+        putc(b, 34)
+        put_escaped(b, p.s + vs, ve - vs)
+        return putc(b, 34)
+    if last == V_ARRAY:
+        return put_pb_array(p, b, vs, ve)
+    if last == V_OBJECT:
+        return put_pb_object(p, b, vs, ve)
+    return put(b, "null", 4)
+
+
+cdef int put_pb_array(Parser* p, Buf* b, Py_ssize_t pos, Py_ssize_t end) except -1:
+    cdef uint64_t number, value
+    cdef int wtype
+    cdef Py_ssize_t vs, ve, here
+    cdef bint first = 1
+    putc(b, 91)
+    p.pos = pos
+    while p.pos < end:
+        read_field(p, end, &number, &wtype, &value, &vs, &ve)
+        if number == 1 and wtype == 2:
+            if not first:
+                putc(b, 44)
+            first = 0
+            here = p.pos
+            put_pb_value(p, b, vs, ve)
+            p.pos = here
+    return putc(b, 93)
+
+
+cdef int put_pb_object(Parser* p, Buf* b, Py_ssize_t pos, Py_ssize_t end) except -1:
+    cdef uint64_t number, value, mnumber, mvalue
+    cdef int wtype, mwtype
+    cdef Py_ssize_t vs, ve, ms, me, here, ks, ke, xs, xe
+    cdef bint first = 1
+    putc(b, 123)
+    p.pos = pos
+    while p.pos < end:
+        read_field(p, end, &number, &wtype, &value, &vs, &ve)
+        if number != 1 or wtype != 2:
+            continue
+        here = p.pos
+        p.pos = vs
+        ks = ke = xs = xe = vs
+        while p.pos < ve:
+            read_field(p, ve, &mnumber, &mwtype, &mvalue, &ms, &me)
+            if mwtype == 2 and mnumber == 1:
+                ks, ke = ms, me
+            elif mwtype == 2 and mnumber == 2:
+                xs, xe = ms, me
+        if not first:
+            putc(b, 44)
+        first = 0
+        putc(b, 34)
+        put_escaped(b, p.s + ks, ke - ks)
+        put(b, '":', 2)
+        put_pb_value(p, b, xs, xe)
+        p.pos = here
+    return putc(b, 125)
+
+
+cdef int put_event(Parser* p, Buf* b, Slot* ev, Slot* hd, Buf* who, Buf* sent, Buf* device,
+                   int64_t received, bytes params) except -1:
+    cdef int ea = <int>ev[S_EA].i
+    cdef int64_t t = ev[S_T].i, now = hd[H_NOW].i, skew
+    cdef Slot* tr
+    skew = now - t
+    if skew < 0:
+        skew = 0
+    put(b, '{"event_id":', 12)
+    put_str(p, b, &ev[S_EUID])
+    put(b, ',"action":', 10)
+    if ea == CUSTOM_EA:
+        put_str(p, b, &ev[S_AC])
+    else:
+        puts(b, ACTION_JSON[ea])
+    put(b, ',"label":', 9)
+    if LABEL_SLOT[ea] >= 0:
+        put_str(p, b, &ev[LABEL_SLOT[ea]])
+    else:
+        put(b, "null", 4)
+    put(b, who.p, who.n)
+    put(b, ',"session_id":', 14)
+    put_opt_int(b, &ev[S_SN])
+    put(b, ',"time":', 8)
+    put_int(b, received - skew)
+    put(b, ',"device_time":', 15)
+    put_int(b, t)
+    put(b, sent.p, sent.n)
+    put(b, ',"uptime_ms":', 13)
+    put_opt_int(b, &ev[S_UPT])
+    put(b, ',"url":', 7)
+    put_str(p, b, &ev[S_URL])
+    put(b, ',"screen_name":', 15)
+    put_screen_name(p, b, &ev[S_URL])
+    put(b, ',"screen_count":', 16)
+    put_opt_int(b, &ev[S_SCN])
+    put(b, ',"connectivity":', 16)
+    put_enum(b, &ev[S_C], CONNECTIVITY, -1, 6)
+    put(b, ',"carrier":', 11)
+    put_str(p, b, &ev[S_CI])
+    put(b, ',"orientation":', 15)
+    put_enum(b, &ev[S_O], ORIENTATION, 0, 2)
+    put(b, device.p, device.n)
+    put(b, ',"sdk_version":', 15)
+    put_str(p, b, &ev[S_SV])
+    put(b, ',"sdk_build":', 13)
+    put_opt_int(b, &ev[S_SB])
+    put(b, ',"version":', 11)
+    put_str(p, b, &ev[S_AV])
+    put(b, ',"flavor":', 10)
+    put_str(p, b, &ev[S_AF])
+    put(b, ',"build":', 9)
+    put_opt_int(b, &ev[S_AB])
+    put(b, '},"params":', 11)
+    if ea == 4:
+        put(b, '{"title":', 9)
+        put_str(p, b, &ev[S_ST])
+        put(b, ',"load_time_ms":', 16)
+        put_opt_int(b, &ev[S_SL])
+        putc(b, 125)
+    elif ea == 6 or ea == 8 or ea == 9 or ea == 10:
+        put(b, '{"target_path":', 15)
+        put_str(p, b, &ev[S_TVP])
+        put(b, ',"target_id":', 13)
+        put_str(p, b, &ev[S_TVID])
+        if ea == 6:
+            put(b, ',"responsive":', 14)
+            put_bool(b, &ev[S_UR])
+        elif ea != 8:
+            put(b, ',"direction":', 13)
+            put_enum(b, &ev[S_FD], DIRECTION, 1, 5)
+            put(b, ',"distance":', 12)
+            put_opt_int(b, &ev[S_TVD])
+            put(b, ',"velocity":', 12)
+            put_opt_int(b, &ev[S_TVV])
+        putc(b, 125)
+    elif ea == 16:
+        put(b, '{"value":', 9)
+        put_number(b, &ev[S_VL])
+        put(b, ',"currency_code":', 17)
+        put_int(b, ev[S_CU].i)
+        put(b, ',"currency":', 12)
+        if CURRENCY[ev[S_CU].i][0]:
+            putc(b, 34)
+            put(b, CURRENCY[ev[S_CU].i], 3)
+            putc(b, 34)
+        else:
+            put(b, "null", 4)
+        put(b, ',"transaction_id":', 18)
+        put_str(p, b, &ev[S_ID])
+        putc(b, 125)
+    elif ea == 18 or ea == 19:
+        put(b, '{"key":', 7)
+        put_str(p, b, &ev[S_K])
+        put(b, ',"value":', 9)
+        if ea == 18:
+            put_str(p, b, &ev[S_V])
+        else:
+            put_int(b, ev[S_V].i)
+        putc(b, 125)
+    elif ea == CUSTOM_EA:
+        if params is not None:
+            put(b, <const char*>params, len(params))
+        elif ev[S_PR].kind != OBJ:
+            put(b, "{}", 2)
+        elif p.proto:
+            put_pb_object(p, b, ev[S_PR].start, ev[S_PR].start + ev[S_PR].len)
+        else:
+            put_params_json(p, b, &ev[S_PR])
+    else:
+        put(b, "{}", 2)
+    put(b, "}\n", 2)
+    return 0
+
+
+cdef int put_header_parts(Parser* p, Slot* hd, int64_t received, Buf* who, Buf* sent, Buf* device) except -1:
+    """The parts of every event that come from the header, written once per batch."""
+    put(who, ',"project_id":', 14)
+    put_int(who, hd[H_PID].i)
+    put(who, ',"user_id":', 11)
+    put_str(p, who, &hd[H_UID])
+    put(sent, ',"sent_time":', 13)
+    put_int(sent, hd[H_NOW].i)
+    put(sent, ',"received_time":', 17)
+    put_int(sent, received)
+    put(device, ',"device":{"type":', 18)
+    put_enum(device, &hd[H_DT], DEVICE_TYPE, 4, 2)
+    put(device, ',"manufacturer":', 16)
+    put_str(p, device, &hd[H_DMA])
+    put(device, ',"model":', 9)
+    put_str(p, device, &hd[H_DMO])
+    put(device, ',"os_version":', 14)
+    put_str(p, device, &hd[H_OS])
+    put(device, ',"locale":', 10)
+    put_str(p, device, &hd[H_L])
+    put(device, ',"timezone":', 12)
+    put_str(p, device, &hd[H_TZ])
+    put(device, ',"density":', 11)
+    put_number(device, &hd[H_D])   # sub-slots are absent unless `r` was an object
+    put(device, '},"app":{"name":', 16)
+    put_str(p, device, &hd[H_AN])
+    put(device, ',"sdk_type":', 12)
+    put_str(p, device, &hd[H_ST])
+    put(device, ',"sdk_flavor":', 14)
+    put_str(p, device, &hd[H_SF])
+    return 0
+
+
+# ---------------------------------------------------------------------------- the entry
+
+
+def decode(data, str format, int64_t received_time):
+    """Decode one batch; see `collector.decode`."""
+    cdef Parser p
+    cdef Slot header[MAX_SLOTS]
+    cdef Slot* ev
+    cdef Buf out, who, sent, device
+    cdef int code, fallback_count
+    cdef Py_ssize_t i
+    cdef bytes raw = data if type(data) is bytes else bytes(data)
+    cdef list rejected = []
+    cdef bytes params
+    cdef int not_object = 0
+
+    memset(&p, 0, sizeof(Parser))
+    memset(header, 0, sizeof(header))
+    memset(&out, 0, sizeof(Buf))
+    memset(&who, 0, sizeof(Buf))
+    memset(&sent, 0, sizeof(Buf))
+    memset(&device, 0, sizeof(Buf))
+    p.s = <cstr>PyBytes_AS_STRING(raw)
+    p.n = PyBytes_GET_SIZE(raw)
+    if format == "json":
+        p.proto = 0
+    elif format == "protobuf":
+        p.proto = 1
+    else:
+        raise ValueError(f"unknown format {format!r}: use 'json' or 'protobuf'")
+    try:
+        if p.proto:
+            header[H_PL].kind = ARR
+            pb_message(&p, 0, p.n, PB_BATCH, header, 1)
+        else:
+            not_object = read_document(&p, header)
+        if p.err:
+            if p.err == E_DEEP:
+                raise BatchError("too_deep", f"nested deeper than {MAX_DEPTH_} levels at byte {p.err_pos}")
+            raise BatchError("malformed_json", f"{p.err_msg.decode()} at byte {p.err_pos}")
+        if not_object == 1:
+            raise BatchError("batch_not_object", "the batch is not a JSON object")
+        code = check_list(&p, header, L_HEADER)
+        if code >= 0:
+            raise BatchError(CODES[code])
+        if p.ev_total > MAX_EVENTS_:
+            raise BatchError("too_many_events", f"{p.ev_total} events, at most {MAX_EVENTS_}")
+
+        put_header_parts(&p, header, received_time, &who, &sent, &device)
+        for i in range(p.ev_count):
+            ev = p.ev + i * N_EVENT_SLOTS
+            if not p.ev_isobj[i]:
+                rejected.append((i, CODES[CODE_NOT_OBJECT]))
+                continue
+            code = check_list(&p, ev, L_COMMON)
+            if code < 0:
+                code = check_list(&p, ev, L_ACTION[ev[S_EA].i])
+            params = None
+            if code < 0 and ev[S_EA].i == CUSTOM_EA and ev[S_PR].kind == OBJ:
+                if ev[S_PR].flags & P_DUP:
+                    params = settle_params(&p, &ev[S_PR])
+                    if params is None:
+                        code = CODE_BAD_PARAMS
+                elif ev[S_PR].flags & P_NONFINITE:
+                    code = CODE_BAD_PARAMS
+            if code >= 0:
+                rejected.append((i, CODES[code]))
+                continue
+            put_event(&p, &out, ev, header, &who, &sent, &device, received_time, params)
+        jsonl = PyBytes_FromStringAndSize(out.p, out.n) if out.n else b""
+    finally:
+        free(out.p)
+        free(who.p)
+        free(sent.p)
+        free(device.p)
+        free(p.ev)
+        free(p.ev_isobj)
+        free(p.scratch)
+        free(p.hashes)
+    return Decoded(rejected, jsonl=jsonl)
+
+
+cdef int read_document(Parser* p, Slot* header) except -2:
+    """The whole JSON document: 0, or 1 when it is valid JSON but not an object."""
+    cdef int not_object = 0
+    skip_ws(p)
+    if p.pos < p.n and p.s[p.pos] == 123:
+        if parse_object(p, K_HEADER, header, 1) < 0:
+            return -1
+    else:
+        if skip_value(p, 1, NULL) < 0:
+            return -1
+        not_object = 1
+    skip_ws(p)
+    if p.pos != p.n:
+        return fail(p, E_MALFORMED, "trailing characters", p.pos)
+    return not_object
+
+
+_encode = msgspec.json.encode
+_params_decoder = msgspec.json.Decoder(float_hook=float)
+
+
+cdef bytes settle_params(Parser* p, Slot* sl):
+    """Params where a key may repeat: the pure path keeps the last value of each key. Returns
+    their JSON text, or None when they hold a number that is not a finite double."""
+    cdef bytes span = PyBytes_FromStringAndSize(<const char*>p.s + sl.start, sl.len)
+    if p.proto:
+        obj = _pure._object(span, 0, len(span), 4)
+    else:
+        obj = _params_decoder.decode(span)
+    try:
+        params = _pure._params(obj)
+    except _pure._Invalid:
+        return None
+    return _encode(params)
