@@ -5,6 +5,7 @@ compact JSON keys, None for null); one normaliser then checks and converts it, d
 tables in `collector.spec`.
 """
 
+import functools
 import math
 import re
 import struct
@@ -22,6 +23,7 @@ from .spec import BOOL, EVENTS, INT, NUMBER, OBJECT, PARAMS, STRING
 _json = msgspec.json.Decoder(float_hook=float)
 _BRACKET_OR_QUOTE = re.compile(rb'[\[\]{}"]')
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+_BYTE_AT = re.compile(r"\(byte (\d+)\)")
 
 
 def decode(data, format="json", received_time=0) -> Decoded:
@@ -49,6 +51,8 @@ def parse_json(data: bytes):
 
 
 def _depth_exceeded(doc) -> bool:
+    if type(doc) is not dict and type(doc) is not list:
+        return False
     stack = [(doc, 1)]
     while stack:
         obj, depth = stack.pop()
@@ -74,10 +78,16 @@ def _first_syntax_error(data: bytes, exc: Exception) -> BatchError:
         except (UnicodeDecodeError, RecursionError):
             pass
     if isinstance(exc, UnicodeDecodeError):
-        return BatchError("malformed_json", f"invalid UTF-8 at byte {exc.start}")
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as whole:
+            return BatchError("malformed_json", f"invalid UTF-8 at byte {whole.start}")
     if isinstance(exc, RecursionError):
         return BatchError("malformed_json", "nested too deeply to read")
-    return BatchError("malformed_json", str(exc).replace("JSON is malformed: ", ""))
+    text = str(exc).replace("JSON is malformed: ", "")
+    if "truncated" in text:
+        return BatchError("malformed_json", f"unexpected end of data at byte {len(data)}")
+    return BatchError("malformed_json", _BYTE_AT.sub(r"at byte \1", text))
 
 
 def _too_deep_offset(data: bytes) -> int | None:
@@ -311,68 +321,72 @@ def _params(value):
     return value
 
 
-def _check(obj: dict, fields, prefix: str = "") -> str | None:
-    """The code of the first field of `fields` that `obj` gets wrong, or None."""
-    for f in fields:
-        value = obj.get(f.key)
-        if value is None:
+def _compile_check(fields, name: str):
+    """A function `check(obj) -> code | None` for a field table: the code of the first field
+    that `obj` gets wrong, in table order. Written out from the table once, at import, so that
+    checking an event costs no more than the tests themselves."""
+    lines = [f"def {name}(obj):"]
+
+    def emit(fields, obj: str, prefix: str, indent: str) -> None:
+        for f in fields:
+            v = "v_" + (prefix + f.key).replace(".", "_")
+            invalid = repr(f"invalid_field:{prefix}{f.key}")
+            lines.append(f"{indent}{v} = {obj}.get({f.key!r})")
             if f.required:
-                return f"missing_field:{prefix}{f.key}"
-            continue
-        t = f.type
-        if t == INT:
-            ok = _is_int(value)
-        elif t == STRING:
-            ok = type(value) is str
-        elif t == NUMBER:
-            ok = _number(value) is not None
-        elif t == BOOL:
-            ok = type(value) is bool
-        elif t == OBJECT:
-            if type(value) is not dict:
-                return f"invalid_field:{prefix}{f.key}"
-            fault = _check(value, f.fields, f"{prefix}{f.key}.")
-            if fault:
-                return fault
-            continue
-        elif t == PARAMS:
-            ok = type(value) is dict
-        else:  # EVENTS
-            ok = type(value) is list
-        if not ok:
-            return f"invalid_field:{prefix}{f.key}"
-        check = f.check
-        if check == spec.ANY:
-            continue
-        if check == spec.ID:
-            ok = 0 < len(value.encode("utf-8")) <= spec.MAX_ID_BYTES
-        elif check == spec.POSITIVE:
-            ok = value >= 1
-        elif check == spec.NON_NEGATIVE:
-            ok = value >= 0
-        elif check == spec.CURRENCY:
-            ok = 0 <= value <= 999
-        elif check == spec.DENSITY:
-            ok = spec.DENSITY_MIN <= value <= spec.DENSITY_MAX
-        elif check == spec.ACTION_CODE:
-            if value not in spec.ACTIONS:
-                return "unknown_action"
-        elif check == spec.ACTION_NAME:
-            if not spec.valid_action_name(value):
-                return "invalid_action_name"
-        if not ok:
-            return f"invalid_field:{prefix}{f.key}"
-    return None
+                lines.append(f"{indent}if {v} is None: return {f'missing_field:{prefix}{f.key}'!r}")
+                inner = indent
+            else:
+                lines.append(f"{indent}if {v} is not None:")
+                inner = indent + "    "
+            wrong = {
+                INT: f"type({v}) is not int or not {spec.INT64_MIN} <= {v} <= {spec.INT64_MAX}",
+                STRING: f"type({v}) is not str",
+                NUMBER: f"_number({v}) is None",
+                BOOL: f"type({v}) is not bool",
+                OBJECT: f"type({v}) is not dict",
+                PARAMS: f"type({v}) is not dict",
+                EVENTS: f"type({v}) is not list",
+            }[f.type]
+            lines.append(f"{inner}if {wrong}: return {invalid}")
+            check = {
+                spec.ANY: None,
+                spec.POSITIVE: (f"{v} < 1", invalid),
+                spec.NON_NEGATIVE: (f"{v} < 0", invalid),
+                spec.ID: (f"not 0 < len({v}.encode()) <= {spec.MAX_ID_BYTES}", invalid),
+                spec.CURRENCY: (f"not 0 <= {v} <= 999", invalid),
+                spec.DENSITY: (f"not {spec.DENSITY_MIN} <= {v} <= {spec.DENSITY_MAX}", invalid),
+                spec.ACTION_CODE: (f"{v} not in _ACTIONS", "'unknown_action'"),
+                spec.ACTION_NAME: (f"not _valid_action_name({v})", "'invalid_action_name'"),
+            }[f.check]
+            if check:
+                lines.append(f"{inner}if {check[0]}: return {check[1]}")
+            if f.type == OBJECT:
+                emit(f.fields, v, f"{prefix}{f.key}.", inner)
+
+    emit(fields, "obj", "", "    ")
+    lines.append("    return None")
+    namespace = {"_number": _number, "_ACTIONS": spec.ACTIONS, "_valid_action_name": spec.valid_action_name}
+    exec("\n".join(lines), namespace)
+    return namespace[name]
+
+
+_check_header = _compile_check(spec.HEADER, "check_header")
+_check_common = _compile_check(spec.COMMON, "check_common")
+_check_action = {
+    ea: _compile_check(fields, f"check_action_{ea}") for ea, (_, fields, _) in spec.ACTIONS.items()
+}
 
 
 def screen_name(url: str | None) -> str | None:
     """The first `title=` parameter of the url's query (up to any `#`), unquoted."""
-    if url is None:
+    if url is None or "?" not in url:
         return None
-    q = url.find("?")
-    if q < 0:
-        return None
-    for param in url[q + 1 :].split("#", 1)[0].split("&"):
+    return _title(url)
+
+
+@functools.lru_cache(maxsize=4096)  # apps have few screens: their urls repeat
+def _title(url: str) -> str | None:
+    for param in url[url.index("?") + 1 :].split("#", 1)[0].split("&"):
         if param.startswith("title="):
             return unquote_plus(param[6:])
     return None
@@ -389,7 +403,7 @@ def normalize(doc, received_time: int) -> Decoded:
     """Check a document against the SPEC and turn its events into normalised events."""
     if type(doc) is not dict:
         raise BatchError("batch_not_object", "the batch is not a JSON object")
-    fault = _check(doc, spec.HEADER)
+    fault = _check_header(doc)
     if fault:
         raise BatchError(fault)
     pl = doc["pl"]
@@ -408,61 +422,65 @@ def normalize(doc, received_time: int) -> Decoded:
         doc.get("tz"),
         None if density is None else float(density),
     )
+    app_name, sdk_type, sdk_flavor = to.get("an"), to.get("st"), to.get("sf")
     project_id, user_id, sent_time = doc["pid"], doc["uid"], doc["now"]
+    connectivity, orientations, unknown = spec.CONNECTIVITY, spec.ORIENTATIONS, spec.UNKNOWN
 
     events, rejected = [], []
     for index, ev in enumerate(pl):
         if type(ev) is not dict:
             rejected.append((index, "event_not_object"))
             continue
-        fault = _check(ev, spec.COMMON)
-        ea = ev.get("ea")
+        fault = _check_common(ev)
+        get = ev.get
+        ea = get("ea")
         if fault is None:
-            fault = _check(ev, spec.ACTIONS[ea][1])
-        params = None
-        if fault is None and ea == spec.CUSTOM:
+            fault = _check_action[ea](ev)
+        if fault is None:
+            action, label_key, make_params = _BY_ACTION[ea]
             try:
-                params = _params(ev.get("pr") or _EMPTY)
+                params = make_params(ev)
             except _Invalid:
                 fault = "invalid_field:pr"
         if fault:
             rejected.append((index, fault))
             continue
         device_time = ev["t"]
-        url = ev.get("url")
-        vo = ev.get("vo") or _EMPTY
-        label_key = spec.LABEL_KEY.get(ea)
+        url = get("url")
+        c = get("c")
+        o = get("o")
+        vo = get("vo") or _EMPTY
         events.append(
             NormalizedEvent(
                 ev["euid"],
-                ev["ac"] if ea == spec.CUSTOM else spec.ACTIONS[ea][0],
-                None if label_key is None else ev.get(label_key),
+                action or ev["ac"],
+                None if label_key is None else get(label_key),
                 project_id,
                 user_id,
-                ev.get("sn"),
+                get("sn"),
                 received_time - max(0, sent_time - device_time),
                 device_time,
                 sent_time,
                 received_time,
-                ev.get("upt"),
+                get("upt"),
                 url,
-                screen_name(url),
-                ev.get("scn"),
-                _enum(spec.CONNECTIVITY, ev.get("c")),
-                ev.get("ci"),
-                _enum(spec.ORIENTATIONS, ev.get("o")),
+                None if url is None or "?" not in url else _title(url),
+                get("scn"),
+                None if c is None else connectivity.get(c, unknown),
+                get("ci"),
+                None if o is None else orientations.get(o, unknown),
                 device,
                 App(
-                    to.get("an"),
-                    to.get("st"),
-                    to.get("sf"),
+                    app_name,
+                    sdk_type,
+                    sdk_flavor,
                     vo.get("sv"),
                     vo.get("sb"),
                     vo.get("av"),
                     vo.get("af"),
                     vo.get("ab"),
                 ),
-                params if params is not None else _PARAMS[ea](ev),
+                params,
             )
         )
     return Decoded(rejected, events=events)
@@ -493,6 +511,10 @@ def _variable(ev):
     return {"key": ev["k"], "value": ev["v"]}
 
 
+def _custom(ev):
+    return _params(ev.get("pr") or _EMPTY)
+
+
 _PARAMS = {
     0: lambda ev: {},
     1: lambda ev: {},
@@ -509,4 +531,10 @@ _PARAMS = {
     16: _transaction,
     18: _variable,
     19: _variable,
+    spec.CUSTOM: _custom,
+}
+
+# ea -> (action name or None for custom, key of the label, params builder)
+_BY_ACTION = {
+    ea: (name, spec.LABEL_KEY.get(ea), _PARAMS[ea]) for ea, (name, _, _) in spec.ACTIONS.items()
 }

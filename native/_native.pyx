@@ -495,27 +495,36 @@ cdef inline int puts(Buf* b, const char* s) except -1:
     return put(b, s, n)
 
 
-cdef int put_int(Buf* b, int64_t v) except -1:
+cdef const char* DIGITS2 = (b"00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                            b"40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                            b"8081828384858687888990919293949596979899")
+
+
+cdef inline int put_int(Buf* b, int64_t v) except -1:
     cdef char tmp[24]
-    cdef int n = 0, i
+    cdef int n = 24, r
     cdef uint64_t u
     if b.n + 24 > b.cap:
         buf_grow(b, 24)
-    if v < 0:
-        b.p[b.n] = 45
-        b.n += 1
-        u = <uint64_t>0 - <uint64_t>v
+    u = (<uint64_t>0 - <uint64_t>v) if v < 0 else <uint64_t>v
+    while u >= 100:
+        r = <int>(u % 100)
+        u //= 100
+        n -= 2
+        tmp[n] = DIGITS2[2 * r]
+        tmp[n + 1] = DIGITS2[2 * r + 1]
+    if u >= 10:
+        n -= 2
+        tmp[n] = DIGITS2[2 * u]
+        tmp[n + 1] = DIGITS2[2 * u + 1]
     else:
-        u = <uint64_t>v
-    while True:
-        tmp[n] = <char>(48 + u % 10)
-        n += 1
-        u //= 10
-        if u == 0:
-            break
-    for i in range(n):
-        b.p[b.n + i] = tmp[n - 1 - i]
-    b.n += n
+        n -= 1
+        tmp[n] = <char>(48 + u)
+    if v < 0:
+        n -= 1
+        tmp[n] = 45
+    memcpy(b.p + b.n, tmp + n, 24 - n)
+    b.n += 24 - n
     return 0
 
 
@@ -569,6 +578,13 @@ cdef inline int hex4(Parser* p, Py_ssize_t at) noexcept nogil:
     return v
 
 
+cdef inline bint plain8(uint64_t x) noexcept nogil:
+    """No byte of x is a quote, a backslash, a control character or non-ASCII."""
+    cdef uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL
+    cdef uint64_t q = x ^ 0x2222222222222222ULL, b = x ^ 0x5C5C5C5C5C5C5C5CULL
+    return ((x | ((x - 0x2020202020202020ULL) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b)) & highs) == 0
+
+
 cdef int scan_string(Parser* p, Slot* out) noexcept nogil:
     """At an opening quote: check the string (escapes, surrogate pairs, UTF-8) and record its
     content span."""
@@ -576,7 +592,13 @@ cdef int scan_string(Parser* p, Slot* out) noexcept nogil:
     cdef Py_ssize_t i = p.pos + 1, n = p.n
     cdef unsigned char c, c1
     cdef int esc = 0, u, u2
+    cdef uint64_t w
     while True:
+        while i + 8 <= n:       # eight bytes at a time while none needs a look
+            memcpy(&w, s + i, 8)
+            if not plain8(w):
+                break
+            i += 8
         while i < n and STR_PLAIN[s[i]]:
             i += 1
         if i >= n:
@@ -1029,6 +1051,26 @@ cdef int parse_events(Parser* p, int depth) except -2:
         skip_ws(p)
 
 
+cdef inline uint64_t short_key(Parser* p) noexcept nogil:
+    """At a key's quote: a key of up to 6 plain bytes, packed, with the cursor after it;
+    0 (cursor unmoved) for any other key."""
+    cdef Py_ssize_t i = p.pos + 1, j = 0
+    cdef uint64_t packed = 0
+    cdef unsigned char c
+    while j < 7 and i + j < p.n:
+        c = p.s[i + j]
+        if c == 34:
+            if j == 0:
+                return 0
+            p.pos = i + j + 1
+            return packed | (<uint64_t>j << 56)
+        if not STR_PLAIN[c]:
+            return 0
+        packed |= (<uint64_t>c) << (8 * j)
+        j += 1
+    return 0
+
+
 cdef int parse_object(Parser* p, int kind, Slot* slots, int depth) except -2:
     """At '{' of an object whose keys are known (header, event, and their sub-objects)."""
     cdef Slot key
@@ -1048,10 +1090,12 @@ cdef int parse_object(Parser* p, int kind, Slot* slots, int depth) except -2:
     while True:
         if p.pos >= p.n or p.s[p.pos] != 34:
             return fail(p, E_MALFORMED, "expected a key", p.pos)
-        if scan_string(p, &key) < 0:
-            return -1
-        kb = string_bytes(p, &key, &kn)
-        packed = pack_key(kb, kn)
+        packed = short_key(p)
+        if packed == 0:         # long, escaped or bad: the general way
+            if scan_string(p, &key) < 0:
+                return -1
+            kb = string_bytes(p, &key, &kn)
+            packed = pack_key(kb, kn)
         ke = &KEYS[kind][key_hash(kind, packed)]
         skip_ws(p)
         if p.pos >= p.n or p.s[p.pos] != 58:

@@ -1,0 +1,55 @@
+import base64
+import json
+import pathlib
+
+import os
+
+import pytest
+from hypothesis import settings
+
+import collector
+from collector import _pure
+
+# HYPOTHESIS_PROFILE=long for a thorough local run.
+settings.register_profile("default", max_examples=300)
+settings.register_profile("long", max_examples=20000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+VECTORS = pathlib.Path(__file__).parent / "vectors"
+
+try:
+    from collector import _native
+except ImportError:  # the extension was not built: only the pure twin runs
+    _native = None
+
+IMPLS = [pytest.param(_pure, id="pure")]
+if _native is not None:
+    IMPLS.insert(0, pytest.param(_native, id="native"))
+
+
+@pytest.fixture(params=IMPLS)
+def impl(request):
+    """Each decoder implementation: `impl.decode(data, format, received_time)`."""
+    return request.param
+
+
+def load_vectors():
+    out = []
+    for path in sorted(VECTORS.glob("*.json")):
+        v = json.loads(path.read_text())
+        data = base64.b64decode(v["batch_base64"]) if "batch_base64" in v else v["batch"].encode()
+        out.append(pytest.param(v, data, id=path.stem))
+    return out
+
+
+def outcome(impl, data: bytes, fmt: str = "json", received_time: int = 1765000000000):
+    """What a decoder makes of a batch, as plain values that compare across implementations."""
+    try:
+        d = impl.decode(data, fmt, received_time)
+    except collector.BatchError as exc:
+        return ("batch_error", exc.code)
+    return (
+        "ok",
+        [json.loads(line) for line in d.to_jsonl().splitlines()],
+        [(i, r) for i, r in d.rejected],
+    )

@@ -1,0 +1,68 @@
+"""The native decoder and the pure twin agree: same events, same rejections, same batch errors."""
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import collector
+from conftest import _native, outcome
+from collector import _pure
+from strategies import BATCH, json_text, mutated
+
+pytestmark = pytest.mark.skipif(_native is None, reason="the native decoder is not built")
+
+SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def agree(data: bytes, fmt: str = "json"):
+    native = outcome(_native, data, fmt)
+    pure = outcome(_pure, data, fmt)
+    assert native == pure
+    return native
+
+
+@SETTINGS
+@given(st.data())
+def test_random_batches(data):
+    agree(data.draw(json_text(data.draw(BATCH))))
+
+
+@SETTINGS
+@given(st.data())
+def test_mutated_batches(data):
+    text = data.draw(json_text(data.draw(BATCH)))
+    agree(data.draw(mutated(text)))
+
+
+@SETTINGS
+@given(st.data())
+def test_random_protobuf_batches(data):
+    text = data.draw(json_text(data.draw(BATCH)))
+    try:
+        pb = collector.json_to_protobuf(text)
+    except ValueError:  # refused as a whole, or a value protobuf cannot carry
+        return
+    assert agree(pb, "protobuf") == agree_json_as_protobuf(text)
+
+
+def agree_json_as_protobuf(text: bytes):
+    """The JSON batch's own outcome: protobuf must give the same."""
+    return outcome(_pure, text, "json")
+
+
+@SETTINGS
+@given(st.data())
+def test_mutated_protobuf_batches(data):
+    text = data.draw(json_text(data.draw(BATCH)))
+    try:
+        pb = collector.json_to_protobuf(text)
+    except ValueError:
+        return
+    agree(data.draw(mutated(pb)), "protobuf")
+
+
+@SETTINGS
+@given(st.binary(max_size=200))
+def test_any_bytes(data):
+    agree(data, "json")
+    agree(data, "protobuf")
