@@ -9,7 +9,7 @@ of rejections, at the end. Semantics are those of `collector._pure`, which says 
 """
 
 from libc.stdint cimport int64_t, uint64_t, uint8_t, int16_t
-from libc.string cimport memcpy, memset, memcmp
+from libc.string cimport memcpy, memset, memcmp, memchr
 from libc.stdlib cimport malloc, realloc, free, qsort
 from libc.math cimport isfinite
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -26,6 +26,10 @@ cdef extern from "Python.h":
     char* PyOS_double_to_string(double val, char format_code, int precision, int flags, int *ptype) except NULL
     void PyMem_Free(void *p)
     int Py_DTSF_ADD_DOT_0
+    PyObject* bytes_new "PyBytes_FromStringAndSize"(const char *s, Py_ssize_t n)
+    int _PyBytes_Resize(PyObject **b, Py_ssize_t n) except -1
+    char* bytes_data "PyBytes_AS_STRING"(PyObject *b)
+    void Py_XDECREF(PyObject *o)
 
 ctypedef const unsigned char* cstr
 
@@ -36,7 +40,8 @@ DEF MAX_RECS = 160        # field records of all check lists
 DEF MAX_LISTS = 32
 DEF MAX_FIELDNO = 32      # protobuf field numbers we map (larger ones are unknown fields)
 DEF N_KINDS = 24        # object kinds (JSON lookups / protobuf messages)
-DEF HASH_SIZE = 256
+DEF HASH_BITS = 7
+DEF HASH_SIZE = 128       # 2 ** HASH_BITS
 
 # Slot kinds.
 DEF ABSENT = 0
@@ -74,10 +79,49 @@ cdef struct Slot:
     Py_ssize_t start
     Py_ssize_t len
 
-cdef struct Buf:
-    char* p
-    Py_ssize_t n
-    Py_ssize_t cap
+cdef extern from *:
+    """
+    /* A growing output buffer, kept in a bytes object when `obj` is set. Appending is the
+       hottest operation there is, so it is C that the compiler always inlines. */
+    typedef struct { char *p; Py_ssize_t n, cap; PyObject *obj; } collector_buf;
+
+    static int collector_buf_grow(collector_buf *b, Py_ssize_t extra) {
+        Py_ssize_t cap = b->cap ? b->cap * 2 : 4096;
+        while (cap < b->n + extra) cap *= 2;
+        if (b->obj) {
+            if (_PyBytes_Resize(&b->obj, cap) < 0) return -1;
+            b->p = PyBytes_AS_STRING(b->obj);
+        } else {
+            char *q = (char *)realloc(b->p, cap);
+            if (!q) { PyErr_NoMemory(); return -1; }
+            b->p = q;
+        }
+        b->cap = cap;
+        return 0;
+    }
+
+    static inline __attribute__((always_inline))
+    int collector_put(collector_buf *b, const char *s, Py_ssize_t n) {
+        if (b->n + n > b->cap && collector_buf_grow(b, n) < 0) return -1;
+        memcpy(b->p + b->n, s, n);
+        b->n += n;
+        return 0;
+    }
+
+    static inline __attribute__((always_inline)) int collector_putc(collector_buf *b, char c) {
+        if (b->n + 1 > b->cap && collector_buf_grow(b, 1) < 0) return -1;
+        b->p[b->n++] = c;
+        return 0;
+    }
+    """
+    ctypedef struct Buf "collector_buf":
+        char* p
+        Py_ssize_t n
+        Py_ssize_t cap
+        PyObject* obj
+    int buf_grow "collector_buf_grow"(Buf* b, Py_ssize_t extra) except -1
+    int put "collector_put"(Buf* b, const char* s, Py_ssize_t n) except -1
+    int putc "collector_putc"(Buf* b, char c) except -1
 
 cdef struct KeyEntry:       # JSON key -> slot, in an open-addressing table per kind
     uint64_t packed
@@ -195,7 +239,7 @@ cdef uint64_t pack_key(const unsigned char* k, Py_ssize_t n) noexcept nogil:
 
 
 cdef inline int key_hash(int kind, uint64_t packed) noexcept nogil:
-    return <int>(((packed * KEY_MUL[kind]) >> 56) & 0xFF)
+    return <int>((packed * KEY_MUL[kind]) >> (64 - HASH_BITS))
 
 
 cdef int _code(str code):
@@ -426,8 +470,8 @@ cdef void fill_keys(int kind, list entries) except *:
     cdef uint64_t packed
     mul = 0x9E3779B97F4A7C15
     packs = [pack_key(<const unsigned char*><char*>k, len(k)) for k, *_ in entries]
-    for tries in range(10000):
-        if len({((p * mul) & 0xFFFFFFFFFFFFFFFF) >> 56 for p in packs}) == len(packs):
+    for tries in range(100000):
+        if len({((p * mul) & 0xFFFFFFFFFFFFFFFF) >> (64 - HASH_BITS) for p in packs}) == len(packs):
             break
         mul = (mul * 6364136223846793005 + 1442695040888963407) & 0xFFFFFFFFFFFFFFFF
     else:
@@ -457,35 +501,6 @@ cdef int fail(Parser* p, int err, const char* msg, Py_ssize_t at) noexcept nogil
         p.err_msg = msg
         p.err_pos = at
     return -1
-
-
-cdef int buf_grow(Buf* b, Py_ssize_t extra) except -1:
-    cdef Py_ssize_t cap = b.cap * 2 if b.cap else 4096
-    cdef char* q
-    while cap < b.n + extra:
-        cap *= 2
-    q = <char*>realloc(b.p, cap)
-    if q == NULL:
-        raise MemoryError()
-    b.p = q
-    b.cap = cap
-    return 0
-
-
-cdef inline int put(Buf* b, const char* s, Py_ssize_t n) except -1:
-    if b.n + n > b.cap:
-        buf_grow(b, n)
-    memcpy(b.p + b.n, s, n)
-    b.n += n
-    return 0
-
-
-cdef inline int putc(Buf* b, char c) except -1:
-    if b.n + 1 > b.cap:
-        buf_grow(b, 1)
-    b.p[b.n] = c
-    b.n += 1
-    return 0
 
 
 cdef inline int puts(Buf* b, const char* s) except -1:
@@ -554,6 +569,12 @@ cdef int scratch_reserve(Parser* p, Py_ssize_t n) except -1:
 
 cdef inline int skip_ws(Parser* p) noexcept nogil:
     """Skip whitespace; return how many bytes were skipped."""
+    if p.pos < p.n and p.s[p.pos] > 32:     # compact JSON: nothing to skip
+        return 0
+    return skip_ws_run(p)
+
+
+cdef int skip_ws_run(Parser* p) noexcept nogil:
     cdef Py_ssize_t start = p.pos
     cdef unsigned char c
     while p.pos < p.n:
@@ -1563,12 +1584,15 @@ cdef inline int put_enum(Buf* b, Slot* sl, const char** names, int64_t lo, int64
 cdef int put_unquoted(Buf* b, const unsigned char* s, Py_ssize_t n) except -1:
     """`urllib.parse.unquote_plus` of s (UTF-8), as JSON string content: '+' is a space, runs of
     %XX bytes are decoded as UTF-8 with each bad sequence replaced by U+FFFD."""
-    cdef unsigned char* out = <unsigned char*>malloc(n * 3 + 1)
+    cdef unsigned char small[512]
+    cdef unsigned char* out = small
+    cdef unsigned char* tmp
     cdef Py_ssize_t i = 0, o = 0, j, m, k
     cdef unsigned char c
-    cdef unsigned char* tmp
-    if out == NULL:
-        raise MemoryError()
+    if n * 4 + 1 > 512:
+        out = <unsigned char*>malloc(n * 4 + 1)
+        if out == NULL:
+            raise MemoryError()
     try:
         while i < n:
             c = s[i]
@@ -1580,24 +1604,19 @@ cdef int put_unquoted(Buf* b, const unsigned char* s, Py_ssize_t n) except -1:
                 # a run of decodable bytes: %XX escapes and the ASCII between them
                 m = 0
                 j = i
-                tmp = <unsigned char*>malloc(n - i + 1)
-                if tmp == NULL:
-                    raise MemoryError()
-                try:
-                    while j < n and s[j] < 0x80:
-                        if s[j] == 37 and j + 2 < n + 0 and HEX[s[j + 1]] != 0xFF and HEX[s[j + 2]] != 0xFF:
-                            tmp[m] = <unsigned char>((HEX[s[j + 1]] << 4) | HEX[s[j + 2]])
-                            j += 3
-                        elif s[j] == 43:
-                            tmp[m] = 32
-                            j += 1
-                        else:
-                            tmp[m] = s[j]
-                            j += 1
-                        m += 1
-                    o = put_replacing(tmp, m, out, o)
-                finally:
-                    free(tmp)
+                tmp = out + 3 * n       # the run's bytes, never longer than what is left
+                while j < n and s[j] < 0x80:
+                    if s[j] == 37 and j + 2 < n and HEX[s[j + 1]] != 0xFF and HEX[s[j + 2]] != 0xFF:
+                        tmp[m] = <unsigned char>((HEX[s[j + 1]] << 4) | HEX[s[j + 2]])
+                        j += 3
+                    elif s[j] == 43:
+                        tmp[m] = 32
+                        j += 1
+                    else:
+                        tmp[m] = s[j]
+                        j += 1
+                    m += 1
+                o = put_replacing(tmp, m, out, o)
                 i = j
             else:
                 out[o] = c
@@ -1605,7 +1624,8 @@ cdef int put_unquoted(Buf* b, const unsigned char* s, Py_ssize_t n) except -1:
                 i += 1
         put_escaped(b, out, o)
     finally:
-        free(out)
+        if out != small:
+            free(out)
     return 0
 
 
@@ -1659,26 +1679,20 @@ cdef Py_ssize_t put_replacing(const unsigned char* s, Py_ssize_t n, unsigned cha
 cdef int put_screen_name(Parser* p, Buf* b, Slot* url) except -1:
     """The first `title=` parameter of the url's query (up to any '#'), unquoted, or null."""
     cdef const unsigned char* s
-    cdef Py_ssize_t n, i, q = -1, end, start, amp
+    cdef const unsigned char* hit
+    cdef Py_ssize_t n, end, start, amp
     if url.kind != STR:
         return put(b, "null", 4)
     s = string_bytes(p, url, &n)
-    for i in range(n):
-        if s[i] == 63:
-            q = i
-            break
-    if q < 0:
+    hit = <const unsigned char*>memchr(s, 63, n)
+    if hit == NULL:
         return put(b, "null", 4)
-    end = n
-    for i in range(q + 1, n):
-        if s[i] == 35:
-            end = i
-            break
-    start = q + 1
+    start = hit - s + 1
+    hit = <const unsigned char*>memchr(s + start, 35, n - start)
+    end = n if hit == NULL else hit - s
     while start <= end:
-        amp = start
-        while amp < end and s[amp] != 38:
-            amp += 1
+        hit = <const unsigned char*>memchr(s + start, 38, end - start)
+        amp = end if hit == NULL else hit - s
         if amp - start >= 6 and memcmp(s + start, b"title=", 6) == 0:
             putc(b, 34)
             # string_bytes may point at the scratch buffer; put_unquoted copies first
@@ -1958,6 +1972,11 @@ def decode(data, str format, int64_t received_time):
     memset(&p, 0, sizeof(Parser))
     memset(header, 0, sizeof(header))
     memset(&out, 0, sizeof(Buf))
+    out.cap = 3 * PyBytes_GET_SIZE(raw) + 4096     # normalised events take ~2.5x the input
+    out.obj = bytes_new(NULL, out.cap)
+    if out.obj == NULL:
+        raise MemoryError()
+    out.p = bytes_data(out.obj)
     memset(&who, 0, sizeof(Buf))
     memset(&sent, 0, sizeof(Buf))
     memset(&device, 0, sizeof(Buf))
@@ -2008,9 +2027,10 @@ def decode(data, str format, int64_t received_time):
                 rejected.append((i, CODES[code]))
                 continue
             put_event(&p, &out, ev, header, &who, &sent, &device, received_time, params)
-        jsonl = PyBytes_FromStringAndSize(out.p, out.n) if out.n else b""
+        _PyBytes_Resize(&out.obj, out.n)
+        jsonl = <bytes>out.obj
     finally:
-        free(out.p)
+        Py_XDECREF(out.obj)
         free(who.p)
         free(sent.p)
         free(device.p)
