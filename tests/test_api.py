@@ -103,3 +103,14 @@ def test_native_flag_and_switch():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == str(_native is not None)
     assert collector.NATIVE == (_native is not None and not os.environ.get("COLLECTOR_NO_NATIVE"))
+
+
+def test_normalized_event_proto_mirrors_the_struct():
+    from collector.v1 import event_pb2
+
+    for message, struct in [
+        (event_pb2.NormalizedEvent, collector.NormalizedEvent),
+        (event_pb2.Device, collector.Device),
+        (event_pb2.App, collector.App),
+    ]:
+        assert list(message.DESCRIPTOR.fields_by_name) == list(struct.__struct_fields__)
