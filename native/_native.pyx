@@ -606,6 +606,13 @@ cdef inline bint plain8(uint64_t x) noexcept nogil:
     return ((x | ((x - 0x2020202020202020ULL) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b)) & highs) == 0
 
 
+cdef inline bint safe8(uint64_t x) noexcept nogil:
+    """No byte of x needs escaping in a JSON string (non-ASCII bytes are fine)."""
+    cdef uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL
+    cdef uint64_t q = x ^ 0x2222222222222222ULL, b = x ^ 0x5C5C5C5C5C5C5C5CULL
+    return ((((x - 0x2020202020202020ULL) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b)) & highs) == 0
+
+
 cdef int scan_string(Parser* p, Slot* out) noexcept nogil:
     """At an opening quote: check the string (escapes, surrogate pairs, UTF-8) and record its
     content span."""
@@ -1228,7 +1235,13 @@ cdef int read_field(Parser* p, Py_ssize_t end, uint64_t* number, int* wtype, uin
 cdef int check_utf8(Parser* p, Py_ssize_t start, Py_ssize_t end) noexcept nogil:
     cdef Py_ssize_t i = start
     cdef int u
+    cdef uint64_t w
     while i < end:
+        if i + 8 <= end:
+            memcpy(&w, p.s + i, 8)
+            if (w & 0x8080808080808080ULL) == 0:
+                i += 8
+                continue
         if p.s[i] < 0x80:
             i += 1
             continue
@@ -1517,15 +1530,21 @@ ESCAPE[34], ESCAPE[92] = 34, 92
 
 cdef int put_escaped(Buf* b, const unsigned char* s, Py_ssize_t n) except -1:
     """UTF-8 bytes as the content of a JSON string."""
-    cdef Py_ssize_t i, run = 0
+    cdef Py_ssize_t i = 0, run = 0
     cdef uint8_t e
     cdef char u[6]
-    for i in range(n):
+    cdef uint64_t w
+    while i < n:
+        if i + 8 <= n:
+            memcpy(&w, s + i, 8)
+            if safe8(w):
+                i += 8
+                continue
         e = ESCAPE[s[i]]
         if e == 0:
+            i += 1
             continue
         put(b, <const char*>s + run, i - run)
-        run = i + 1
         if e == 117:
             u[0], u[1], u[2], u[3] = 92, 117, 48, 48
             u[4] = HEXDIGITS[s[i] >> 4]
@@ -1534,6 +1553,8 @@ cdef int put_escaped(Buf* b, const unsigned char* s, Py_ssize_t n) except -1:
         else:
             u[0], u[1] = 92, e
             put(b, u, 2)
+        i += 1
+        run = i
     put(b, <const char*>s + run, n - run)
     return 0
 
