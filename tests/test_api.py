@@ -113,4 +113,5 @@ def test_normalized_event_proto_mirrors_the_struct():
         (event_pb2.Device, collector.Device),
         (event_pb2.App, collector.App),
     ]:
-        assert list(message.DESCRIPTOR.fields_by_name) == list(struct.__struct_fields__)
+        fields = [f for f in message.DESCRIPTOR.fields_by_name if f != "position"]
+        assert fields == list(struct.__struct_fields__)

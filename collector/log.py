@@ -1,0 +1,347 @@
+"""The local write-ahead log: what makes restarts and sink outages lose nothing.
+
+Records are appended to segment files named by the log position (a byte offset that only grows)
+of their first record. Each record is checksummed, so a torn tail left by a crash is found and
+cut off on the next start. Appends are committed in groups: whatever arrives while one fsync
+runs goes into the next, so a reply that says `logged` never waits for more than two fsyncs.
+Readers (sinks, subscribers) only ever see what has been fsynced.
+"""
+
+import asyncio
+import logging
+import os
+import struct
+import time
+import zlib
+
+import msgspec
+
+log = logging.getLogger("collector.log")
+
+EVENTS = 1  # payload: the JSON Lines of a batch's accepted events
+DEAD = 2  # payload: the JSON Lines of its dead-letter records
+
+# length of payload, crc32 of the rest, kind, received time (ms)
+_HEADER = struct.Struct("<IIBq")
+HEADER_SIZE = _HEADER.size
+_SUFFIX = ".seg"
+
+
+class Record(msgspec.Struct, frozen=True):
+    position: int  # where the record starts
+    kind: int
+    time: int
+    payload: bytes
+
+    @property
+    def end(self) -> int:
+        """The position of the next record."""
+        return self.position + HEADER_SIZE + len(self.payload)
+
+
+class LogFull(Exception):
+    """The log is at its disk cap: ingest must be refused until sinks catch up."""
+
+
+def _encode(kind: int, ms: int, payload: bytes) -> bytes:
+    crc = zlib.crc32(payload, zlib.crc32(struct.pack("<Bq", kind, ms)))
+    return _HEADER.pack(len(payload), crc, kind, ms) + payload
+
+
+def _decode_at(data: bytes | memoryview, offset: int):
+    """(kind, time, payload, size) of the record at offset, or None if it is not whole and sound."""
+    if len(data) - offset < HEADER_SIZE:
+        return None
+    length, crc, kind, ms = _HEADER.unpack_from(data, offset)
+    end = offset + HEADER_SIZE + length
+    if end > len(data) or kind not in (EVENTS, DEAD):
+        return None
+    payload = bytes(data[offset + HEADER_SIZE : end])
+    if zlib.crc32(payload, zlib.crc32(struct.pack("<Bq", kind, ms))) != crc:
+        return None
+    return kind, ms, payload, end - offset
+
+
+class Log:
+    """Append, read from a position, and drop what every consumer has read."""
+
+    def __init__(
+        self,
+        directory: str,
+        *,
+        segment_bytes: int = 64 << 20,
+        max_bytes: int = 4 << 30,
+        fsync: bool = True,
+    ):
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        self.max_bytes = max_bytes
+        self.fsync = fsync
+        os.makedirs(directory, exist_ok=True)
+        self._segments: list[int] = []  # start positions, ascending
+        self._fd = -1
+        self._end = 0  # position after the last record written
+        self._durable = 0  # position up to which everything is fsynced
+        self._pending: list[tuple[bytes, asyncio.Future]] = []
+        self._wakeup: asyncio.Event | None = None
+        self._grown: asyncio.Condition | None = None
+        self._writer: asyncio.Task | None = None
+        self._readers: dict[int, object] = {}
+        self.fsync_seconds = 0.0  # of the last group commit
+        self.truncated = 0  # bytes of torn tail cut off when opened
+        self._open()
+
+    # ------------------------------------------------------------------------ opening
+
+    def _path(self, start: int) -> str:
+        return os.path.join(self.directory, f"{start:020d}{_SUFFIX}")
+
+    def _open(self) -> None:
+        starts = sorted(
+            int(name[: -len(_SUFFIX)])
+            for name in os.listdir(self.directory)
+            if name.endswith(_SUFFIX) and name[: -len(_SUFFIX)].isdigit()
+        )
+        if not starts:
+            starts = [0]
+            open(self._path(0), "ab").close()
+        self._segments = starts
+        last = starts[-1]
+        path = self._path(last)
+        with open(path, "rb") as f:
+            data = f.read()
+        good = 0
+        while (rec := _decode_at(data, good)) is not None:
+            good += rec[3]
+        if good < len(data):  # a torn tail: keep every complete record, drop the rest
+            self.truncated = len(data) - good
+            log.warning("log: cut a torn tail of %d bytes from %s", self.truncated, path)
+            with open(path, "r+b") as f:
+                f.truncate(good)
+                os.fsync(f.fileno())
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._end = self._durable = last + good
+
+    # ---------------------------------------------------------------------- appending
+
+    @property
+    def start(self) -> int:
+        """The oldest position still held."""
+        return self._segments[0]
+
+    @property
+    def end(self) -> int:
+        """The position after the last durable record."""
+        return self._durable
+
+    @property
+    def size(self) -> int:
+        return self._end - self._segments[0]
+
+    def full(self) -> bool:
+        return self.size >= self.max_bytes
+
+    async def append(self, kind: int, ms: int, payload: bytes) -> int:
+        """Append a record; return its position once it is fsynced. Raises LogFull."""
+        if self.full():
+            raise LogFull(f"the local log holds {self.size} bytes, its cap is {self.max_bytes}")
+        self._ensure_writer()
+        fut = asyncio.get_running_loop().create_future()
+        self._pending.append((_encode(kind, ms, payload), fut))
+        self._wakeup.set()
+        return await fut
+
+    def _ensure_writer(self) -> None:
+        if self._writer is None:
+            self._wakeup = asyncio.Event()
+            self._grown = asyncio.Condition()
+            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            batch, self._pending = self._pending, []
+            if not batch:
+                continue
+            try:
+                positions = []
+                for data, _ in batch:
+                    positions.append(self._end)
+                    self._end += len(data)
+                blob = b"".join(data for data, _ in batch)
+                started = time.perf_counter()
+                await loop.run_in_executor(None, self._write_and_sync, blob)
+                self.fsync_seconds = time.perf_counter() - started
+                if self._end - self._segments[-1] >= self.segment_bytes:
+                    self._rotate()
+            except Exception as exc:  # the disk failed us: every waiter hears it
+                log.error("log: append failed: %s", exc)
+                self._end = self._durable
+                try:  # no half-written record may stay in front of the next ones
+                    os.ftruncate(self._fd, self._durable - self._segments[-1])
+                except OSError:
+                    pass
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            self._durable = self._end
+            for (_, fut), position in zip(batch, positions):
+                if not fut.done():
+                    fut.set_result(position)
+            async with self._grown:
+                self._grown.notify_all()
+
+    def _write_and_sync(self, blob: bytes) -> None:
+        view = memoryview(blob)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        if self.fsync:
+            os.fsync(self._fd)
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        self._segments.append(self._end)
+        self._fd = os.open(self._path(self._end), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        if self.fsync:
+            dfd = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+
+    async def close(self) -> None:
+        """Write and fsync what is pending, then stop."""
+        if self._writer is not None:
+            for _ in range(10000):  # at most ~10 s for the last group commits
+                if not self._pending and self._durable == self._end:
+                    break
+                self._wakeup.set()
+                await asyncio.sleep(0.001)
+            self._writer.cancel()
+            try:
+                await self._writer
+            except asyncio.CancelledError:
+                pass
+            self._writer = None
+        for f in self._readers.values():
+            f.close()
+        self._readers.clear()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    # ------------------------------------------------------------------------ reading
+
+    def read(self, position: int, max_bytes: int = 1 << 20) -> list[Record]:
+        """Durable records from `position` on, about max_bytes of them (at least one if there
+        is one). A position before the oldest segment still held starts at the oldest record."""
+        position = max(position, self._segments[0])
+        out: list[Record] = []
+        total = 0
+        while position < self._durable and total < max_bytes:
+            seg = self._segment_of(position)
+            readable = min(self._durable, self._next_start(seg)) - position
+            f = self._reader(seg)
+            f.seek(position - seg)
+            data = f.read(min(readable, max(max_bytes - total, 1 << 16)))
+            offset = 0
+            while total < max_bytes and (rec := _decode_at(data, offset)) is not None:
+                out.append(Record(position + offset, rec[0], rec[1], rec[2]))
+                offset += rec[3]
+                total += rec[3]
+            if offset == 0:  # the next record is larger than what was read: read all of it
+                f.seek(position - seg)
+                rec = _decode_at(f.read(readable), 0)
+                if rec is None:
+                    raise OSError(f"log: unreadable record at position {position}")
+                out.append(Record(position, rec[0], rec[1], rec[2]))
+                offset = rec[3]
+                total += rec[3]
+            position += offset
+        return out
+
+    async def wait_beyond(self, position: int, timeout: float | None = None) -> bool:
+        """Wait until there is a durable record at or after `position`; False on timeout."""
+        self._ensure_writer()
+        if self._durable > position:
+            return True
+        try:
+            async with self._grown:
+                await asyncio.wait_for(
+                    self._grown.wait_for(lambda: self._durable > position), timeout
+                )
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    def position_at_time(self, ms: int) -> int:
+        """The position of the first record received at or after `ms` (the end if none)."""
+        position = self._segments[0]
+        while position < self._durable:
+            batch = self.read(position, 1 << 20)
+            for rec in batch:
+                if rec.time >= ms:
+                    return rec.position
+            position = batch[-1].end
+        return self._durable
+
+    def _segment_of(self, position: int) -> int:
+        seg = self._segments[0]
+        for start in self._segments:
+            if start > position:
+                break
+            seg = start
+        return seg
+
+    def _next_start(self, seg: int) -> int:
+        i = self._segments.index(seg)
+        return self._segments[i + 1] if i + 1 < len(self._segments) else self._end
+
+    def _reader(self, seg: int):
+        f = self._readers.get(seg)
+        if f is None:
+            f = self._readers[seg] = open(self._path(seg), "rb")
+        return f
+
+    # ---------------------------------------------------------------------- retention
+
+    def release(self, position: int) -> int:
+        """Delete the segments wholly before `position` (what every consumer has read).
+        Returns the bytes freed."""
+        freed = 0
+        while len(self._segments) > 1 and self._segments[1] <= position:
+            seg = self._segments.pop(0)
+            f = self._readers.pop(seg, None)
+            if f is not None:
+                f.close()
+            path = self._path(seg)
+            freed += os.path.getsize(path)
+            os.unlink(path)
+        return freed
+
+
+class Cursor:
+    """A consumer's durable position in the log: a small file replaced atomically."""
+
+    def __init__(self, directory: str, name: str):
+        os.makedirs(directory, exist_ok=True)
+        self.path = os.path.join(directory, name + ".pos")
+        try:
+            with open(self.path) as f:
+                self.position = int(f.read().strip() or 0)
+        except FileNotFoundError:
+            self.position = 0
+
+    def save(self, position: int, fsync: bool = True) -> None:
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(str(position))
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        self.position = position
