@@ -483,7 +483,7 @@ def normalize(doc, received_time: int) -> Decoded:
                 params,
             )
         )
-    return Decoded(rejected, events=events)
+    return Decoded(rejected, events=events, project_id=project_id)
 
 
 def _transaction(ev):

@@ -126,3 +126,43 @@ def _value(msg, value, where: str) -> None:
     else:
         msg.object_value.SetInParent()
         _object(msg.object_value, value, where)
+
+
+def event_to_protobuf(event) -> "event_pb2.NormalizedEvent":
+    """A NormalizedEvent (the msgspec Struct) as the `collector.v1.NormalizedEvent` message."""
+    from .v1 import event_pb2
+
+    msg = event_pb2.NormalizedEvent()
+    for name in event.__struct_fields__:
+        value = getattr(event, name)
+        if value is None:
+            continue
+        if name in ("device", "app"):
+            sub = getattr(msg, name)
+            sub.SetInParent()
+            for field in value.__struct_fields__:
+                v = getattr(value, field)
+                if v is not None:
+                    setattr(sub, field, v)
+        elif name == "params":
+            msg.params.SetInParent()
+            _object(msg.params, value, "params")
+        else:
+            setattr(msg, name, value)
+    return msg
+
+
+def protobuf_to_event(msg) -> dict:
+    """A `collector.v1.NormalizedEvent` message as the SPEC's JSON object (a dict)."""
+    out = {}
+    for name in ("event_id", "action", "label", "project_id", "user_id", "session_id", "time",
+                 "device_time", "sent_time", "received_time", "uptime_ms", "url", "screen_name",
+                 "screen_count", "connectivity", "carrier", "orientation"):
+        f = msg.DESCRIPTOR.fields_by_name[name]
+        out[name] = getattr(msg, name) if not f.has_presence or msg.HasField(name) else None
+    for name in ("device", "app"):
+        sub = getattr(msg, name)
+        out[name] = {f.name: getattr(sub, f.name) if sub.HasField(f.name) else None
+                     for f in sub.DESCRIPTOR.fields}
+    out["params"] = _pure._object(msg.params.SerializeToString(), 0, msg.params.ByteSize(), 4)
+    return out

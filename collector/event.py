@@ -60,10 +60,18 @@ class Decoded:
     built on first access (the native one does); the pure decoder hands over the objects.
     """
 
-    __slots__ = ("_events", "_jsonl", "rejected")
+    __slots__ = ("_events", "_jsonl", "rejected", "project_id")
 
-    def __init__(self, rejected: list, *, events: list | None = None, jsonl: bytes | None = None):
+    def __init__(
+        self,
+        rejected: list,
+        *,
+        events: list | None = None,
+        jsonl: bytes | None = None,
+        project_id: int = 0,
+    ):
         self.rejected: list[tuple[int, str]] = rejected
+        self.project_id = project_id  # the batch's `pid`
         self._events = events
         self._jsonl = jsonl
 

@@ -2059,7 +2059,7 @@ def decode(data, str format, int64_t received_time):
         free(p.ev_isobj)
         free(p.scratch)
         free(p.hashes)
-    return Decoded(rejected, jsonl=jsonl)
+    return Decoded(rejected, jsonl=jsonl, project_id=header[H_PID].i)
 
 
 cdef int read_document(Parser* p, Slot* header) except -2:

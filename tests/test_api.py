@@ -115,3 +115,7 @@ def test_normalized_event_proto_mirrors_the_struct():
     ]:
         fields = [f for f in message.DESCRIPTOR.fields_by_name if f != "position"]
         assert fields == list(struct.__struct_fields__)
+
+
+def test_decoded_knows_its_project(impl):
+    assert impl.decode(BATCH, "json", 1).project_id == 3

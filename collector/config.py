@@ -1,0 +1,101 @@
+"""Configuration: one TOML file, overridden by environment variables, then by flags.
+
+Every default works on a laptop: listen on loopback, keep the log and the JSON Lines output in
+./data, no API keys (open to any client on loopback).
+
+Environment variables are COLLECTOR_<SECTION>_<KEY> (or COLLECTOR_<KEY> for top-level keys),
+e.g. COLLECTOR_LISTEN=127.0.0.1:6000, COLLECTOR_LIMITS_MAX_MESSAGE_BYTES=1048576; values are
+parsed as TOML values when they can be (numbers, booleans, arrays) and taken as strings if not.
+"""
+
+import os
+import tomllib
+from typing import Any
+
+import msgspec
+
+
+class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    max_message_bytes: int = 4 << 20  # the gRPC message size limit
+    max_events_per_batch: int = 1000  # SPEC
+    inflight_bytes: int = 64 << 20  # batches being worked on, all projects together
+    inflight_bytes_per_project: int = 16 << 20
+    max_streams: int = 256  # concurrent IngestStream and Subscribe calls
+    retry_after_ms: int = 200  # what a client refused for load is told to wait
+
+
+class Log(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    segment_bytes: int = 64 << 20
+    max_bytes: int = 4 << 30  # the disk cap; past it ingest is refused, never dropped
+    fsync: bool = True
+
+
+class Dedup(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    window_events: int = 1_000_000  # the last this many accepted event ids...
+    window_seconds: float = 3600.0  # ...that arrived within this long
+
+
+class Rules(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Per project: action patterns (`poll.*`, exact names) to allow or deny."""
+
+    allow: list[str] = []  # empty: everything not denied
+    deny: list[str] = []
+
+
+class Tls(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    cert: str = ""
+    key: str = ""
+
+
+class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    listen: str = "127.0.0.1:50051"
+    metrics_listen: str = "127.0.0.1:9464"  # empty: no metrics endpoint
+    data_dir: str = "data"
+    drain_seconds: float = 10.0  # graceful shutdown: how long in-flight work may take
+    api_keys: dict[str, list[int]] = {}  # key -> project ids it may send to; none: open
+    limits: Limits = Limits()
+    log: Log = Log()
+    dedup: Dedup = Dedup()
+    rules: dict[str, Rules] = {}  # project id (as a string, TOML keys are) -> rules
+    tls: Tls = Tls()
+    # each: `type` names a built-in (jsonl, stdout, dead_letter) or an entry point of the
+    # `collector.sinks` group; `name` (default: the type) names its cursor; the rest is its own
+    sinks: list[dict[str, Any]] = msgspec.field(
+        default_factory=lambda: [{"type": "jsonl"}, {"type": "dead_letter"}]
+    )
+
+
+def _env_value(text: str):
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _apply_env(raw: dict, environ) -> None:
+    sections = ("limits", "log", "dedup", "tls")
+    for var, text in environ.items():
+        if not var.startswith("COLLECTOR_") or var == "COLLECTOR_NO_NATIVE":
+            continue
+        parts = var[len("COLLECTOR_"):].lower()
+        for section in sections:
+            if parts.startswith(section + "_"):
+                raw.setdefault(section, {})[parts[len(section) + 1 :]] = _env_value(text)
+                break
+        else:
+            if parts in Config.__struct_fields__:
+                raw[parts] = _env_value(text)
+
+
+def load(path: str | None = None, *, environ=None, **overrides) -> Config:
+    """The configuration from `path` (if any), the environment, then `overrides` (flags)."""
+    raw: dict = {}
+    if path:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    _apply_env(raw, os.environ if environ is None else environ)
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"configuration: {exc}") from None

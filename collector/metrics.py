@@ -1,0 +1,39 @@
+"""Prometheus metrics, in a registry of the collector's own (several can run in one process)."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self):
+        r = self.registry = CollectorRegistry()
+        self.events = Counter(
+            "collector_events", "Events by outcome (accepted, duplicate, filtered, rejected) and "
+            "reason (a SPEC code for rejections)", ["outcome", "reason"], registry=r)
+        self.batches = Counter(
+            "collector_batches", "Batches by outcome (ok, batch_error, refused)",
+            ["outcome", "reason"], registry=r)
+        self.decode_seconds = Histogram(
+            "collector_batch_decode_seconds", "Time to decode one batch", registry=r,
+            buckets=(1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1))
+        self.log_bytes = Gauge("collector_log_bytes", "Bytes held by the local log", registry=r)
+        self.fsync_seconds = Histogram(
+            "collector_log_fsync_seconds", "Time of a group commit's write and fsync", registry=r,
+            buckets=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0))
+        self.sink_lag = Gauge("collector_sink_lag_bytes", "Log bytes a sink has yet to deliver",
+                              ["sink"], registry=r)
+        self.sink_errors = Counter("collector_sink_errors", "Failed sink writes (retried)",
+                                   ["sink"], registry=r)
+        self.subscribers = Gauge("collector_subscribers", "Open subscriptions", registry=r)
+        self.subscribers_dropped = Counter(
+            "collector_subscribers_dropped", "Subscribers dropped for being too slow", registry=r)
+        self.inflight_bytes = Gauge("collector_inflight_bytes", "Bytes of batches being worked on",
+                                    registry=r)
+
+
+def serve(metrics: Metrics, listen: str):
+    """Expose the metrics over HTTP; returns the server (call .shutdown() to stop it)."""
+    from prometheus_client import start_http_server
+
+    host, _, port = listen.rpartition(":")
+    server, _thread = start_http_server(int(port), addr=host or "127.0.0.1", registry=metrics.registry)
+    return server

@@ -1,0 +1,279 @@
+"""The gRPC service: Collector (ingest), Events (subscribe), health checking and reflection.
+
+`Service` owns the parts (log, pipeline, sinks, metrics) and runs until told to stop; a stop
+drains: health goes NOT_SERVING, no new calls are taken, calls in flight finish, sinks deliver
+what the log holds, and the log is fsynced.
+"""
+
+import asyncio
+import logging
+import os
+import signal
+import time
+
+import grpc
+import msgspec
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from . import convert, sinks
+from .delivery import Delivery
+from .event import NormalizedEvent
+from .log import EVENTS, Log
+from .metrics import Metrics
+from .metrics import serve as serve_metrics
+from .pipeline import Pipeline, Refused, patterns
+from .v1 import collector_pb2 as pb
+from .v1 import collector_pb2_grpc as pb_grpc
+
+log = logging.getLogger("collector.server")
+
+_events = msgspec.json.Decoder(NormalizedEvent)
+SERVICES = (
+    pb.DESCRIPTOR.services_by_name["Collector"].full_name,
+    pb.DESCRIPTOR.services_by_name["Events"].full_name,
+)
+
+
+def _api_key(context) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and value.startswith("Bearer "):
+            return value[len("Bearer "):].strip()
+    return None
+
+
+class _Streams:
+    """Counts open streaming calls against the limit."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.open = 0
+
+    def __enter__(self):
+        self.open += 1
+        return self
+
+    def __exit__(self, *exc):
+        self.open -= 1
+
+    def full(self) -> bool:
+        return self.open >= self.limit
+
+
+class CollectorServicer(pb_grpc.CollectorServicer):
+    def __init__(self, service: "Service"):
+        self.service = service
+
+    async def Ingest(self, request, context):
+        pipeline = self.service.pipeline
+        key = _api_key(context)
+        try:
+            allowed = pipeline.projects_for(key)
+            return await pipeline.ingest(request, allowed, key)
+        except Refused as exc:
+            exc.reply.batch_id = request.batch_id
+            context.set_trailing_metadata((("collector-reply-bin", exc.reply.SerializeToString()),))
+            detail = f"{exc.reply.batch_error}: {exc.reply.detail}" if exc.reply.batch_error else exc.reply.detail
+            if exc.reply.retry_after_ms:
+                detail += f" (retry after {exc.reply.retry_after_ms} ms)"
+            await context.abort(exc.status, detail)
+
+    async def IngestStream(self, request_iterator, context):
+        service = self.service
+        if service.streams.full():
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many open streams")
+        key = _api_key(context)
+        try:
+            allowed = service.pipeline.projects_for(key)
+        except Refused as exc:
+            await context.abort(exc.status, exc.reply.detail)
+        with service.streams:
+            async for request in request_iterator:
+                try:
+                    reply = await service.pipeline.ingest(request, allowed, key)
+                except Refused as exc:  # answers this batch; the stream stays open
+                    reply = exc.reply
+                    reply.batch_id = request.batch_id
+                yield reply
+
+
+class EventsServicer(pb_grpc.EventsServicer):
+    def __init__(self, service: "Service"):
+        self.service = service
+
+    async def Subscribe(self, request, context):
+        service = self.service
+        if service.streams.full():
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many open streams")
+        key = _api_key(context)
+        try:
+            allowed = service.pipeline.projects_for(key)
+        except Refused as exc:
+            await context.abort(exc.status, exc.reply.detail)
+        projects = set(request.project_ids)
+        if allowed is not None:
+            if projects - allowed:
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                    f"this API key may not see projects {sorted(projects - allowed)}")
+            projects = projects or set(allowed)
+        actions = patterns(list(request.actions))
+        user = request.user_id or None
+        the_log = service.log
+        start = request.WhichOneof("start")
+        if start == "from_position":
+            position = request.from_position
+            if position < the_log.start:
+                await context.abort(grpc.StatusCode.OUT_OF_RANGE,
+                                    f"the log no longer holds position {position} (oldest: {the_log.start})")
+        elif start == "from_time":
+            position = the_log.position_at_time(request.from_time)
+        else:
+            position = the_log.end
+        limit = service.subscriber_lag_bytes
+        with service.streams:
+            service.metrics.subscribers.inc()
+            try:
+                while not service.stopping:
+                    if the_log.end - position > limit or position < the_log.start:
+                        service.metrics.subscribers_dropped.inc()
+                        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                            "subscriber too slow: it fell too far behind and was dropped")
+                    records = the_log.read(position, 1 << 20)
+                    if not records:
+                        await the_log.wait_beyond(position, timeout=0.5)
+                        continue
+                    for rec in records:
+                        if rec.kind != EVENTS:
+                            continue
+                        for line in rec.payload.splitlines():
+                            ev = _events.decode(line)
+                            if projects and ev.project_id not in projects:
+                                continue
+                            if actions is not None and not actions(ev.action):
+                                continue
+                            if user is not None and ev.user_id != user:
+                                continue
+                            msg = convert.event_to_protobuf(ev)
+                            msg.position = rec.position
+                            try:
+                                await asyncio.wait_for(context.write(msg), service.subscriber_write_seconds)
+                            except asyncio.TimeoutError:
+                                service.metrics.subscribers_dropped.inc()
+                                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                                    "subscriber too slow: it stopped reading and was dropped")
+                    position = records[-1].end
+            finally:
+                service.metrics.subscribers.dec()
+
+
+class Service:
+    """The running collector."""
+
+    def __init__(self, config):
+        self.config = config
+        self.metrics = Metrics()
+        data = config.data_dir
+        self.log = Log(os.path.join(data, "log"), segment_bytes=config.log.segment_bytes,
+                       max_bytes=config.log.max_bytes, fsync=config.log.fsync)
+        self.pipeline = Pipeline(config, self.log, self.metrics)
+        self.sinks = [sinks.load(s, data) for s in config.sinks]
+        self.deliveries = [Delivery(self.log, s, os.path.join(data, "cursors"), self.metrics)
+                           for s in self.sinks]
+        self.streams = _Streams(config.limits.max_streams)
+        self.subscriber_lag_bytes = 64 << 20
+        self.subscriber_write_seconds = 5.0
+        self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        self.stopping = False
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+        self._metrics_server = None
+        self._retention: asyncio.Task | None = None
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        cfg = self.config
+        options = [
+            ("grpc.max_receive_message_length", cfg.limits.max_message_bytes + 1024),
+            ("grpc.max_send_message_length", cfg.limits.max_message_bytes + 1024),
+            ("grpc.so_reuseport", 0),
+        ]
+        self.server = grpc.aio.server(options=options)
+        pb_grpc.add_CollectorServicer_to_server(CollectorServicer(self), self.server)
+        pb_grpc.add_EventsServicer_to_server(EventsServicer(self), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            SERVICES + (health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self.server,
+        )
+        if cfg.tls.cert:
+            with open(cfg.tls.cert, "rb") as f:
+                cert = f.read()
+            with open(cfg.tls.key, "rb") as f:
+                key = f.read()
+            creds = grpc.ssl_server_credentials([(key, cert)])
+            self.port = self.server.add_secure_port(cfg.listen, creds)
+        else:
+            self.port = self.server.add_insecure_port(cfg.listen)
+        if not self.port:
+            raise OSError(f"cannot listen on {cfg.listen}")
+        for d in self.deliveries:
+            d.start()
+        self._retention = asyncio.get_running_loop().create_task(self._retain())
+        await self.server.start()
+        for name in ("",) + SERVICES:
+            await _set(self.health, name, health_pb2.HealthCheckResponse.SERVING)
+        if cfg.metrics_listen:
+            self._metrics_server = serve_metrics(self.metrics, cfg.metrics_listen)
+        log.info("collector listening on %s (port %d)", cfg.listen, self.port)
+
+    async def _retain(self) -> None:
+        """Drop log segments every sink has delivered."""
+        while True:
+            await asyncio.sleep(0.5)
+            if self.deliveries:
+                self.log.release(min(d.position for d in self.deliveries))
+            self.metrics.log_bytes.set(self.log.size)
+
+    async def stop(self) -> None:
+        """Drain and stop: nothing a client was told is logged is lost."""
+        if self.stopping:
+            await self._stopped.wait()
+            return
+        self.stopping = True
+        for name in ("",) + SERVICES:
+            await _set(self.health, name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.server is not None:
+            await self.server.stop(grace=self.config.drain_seconds)
+        deadline = time.monotonic() + self.config.drain_seconds
+        for d in self.deliveries:
+            await d.drain(max(0.0, deadline - time.monotonic()))
+        for d in self.deliveries:
+            await d.stop()
+        if self._retention is not None:
+            self._retention.cancel()
+        await self.log.close()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+        self._stopped.set()
+        log.info("collector stopped")
+
+
+async def _set(servicer, name: str, status) -> None:
+    result = servicer.set(name, status)
+    if asyncio.iscoroutine(result):
+        await result
+
+
+async def serve(config) -> int:
+    """Run until SIGTERM or SIGINT, then drain and return 0."""
+    service = Service(config)
+    await service.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"collector: serving on {config.listen} (port {service.port}), data in {config.data_dir}",
+          flush=True)
+    await stop.wait()
+    await service.stop()
+    return 0

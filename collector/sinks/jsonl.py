@@ -1,0 +1,81 @@
+"""JSON Lines files, rotated by size and age: ready for a warehouse load.
+
+The file being written is `<prefix>-<start>.jsonl.part`; once rotated it is renamed to
+`<prefix>-<start>.jsonl` and never touched again, so a loader takes `*.jsonl` files only.
+"""
+
+import asyncio
+import os
+import time
+
+from ..log import DEAD, EVENTS
+from . import Sink
+
+
+class JsonlSink(Sink):
+    kinds = frozenset({EVENTS})
+    default_dir = "events"
+    prefix = "events"
+
+    def __init__(self, name, data_dir, *, directory: str = "", max_bytes: int = 128 << 20,
+                 max_seconds: float = 3600.0, fsync: bool = True):
+        super().__init__(name, data_dir)
+        self.directory = directory or os.path.join(data_dir, self.default_dir)
+        self.max_bytes = max_bytes
+        self.max_seconds = max_seconds
+        self.fsync = fsync
+        self._f = None
+        self._path = ""
+        self._opened = 0.0
+        self._size = 0
+
+    async def start(self) -> None:
+        os.makedirs(self.directory, exist_ok=True)
+        for name in os.listdir(self.directory):  # left open by a stop or a crash: finish them
+            if name.endswith(".jsonl.part"):
+                path = os.path.join(self.directory, name)
+                os.replace(path, path[: -len(".part")])
+
+    def _open(self) -> None:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        base = os.path.join(self.directory, f"{self.prefix}-{stamp}-{time.time_ns() % 10**9:09d}")
+        self._path = base + ".jsonl.part"
+        self._f = open(self._path, "ab")
+        self._opened = time.monotonic()
+        self._size = 0
+
+    def _close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            os.replace(self._path, self._path[: -len(".part")])
+            self._f = None
+
+    def _write(self, chunks: list[bytes]) -> None:
+        if self._f is not None and (
+            self._size >= self.max_bytes or time.monotonic() - self._opened >= self.max_seconds
+        ):
+            self._close()
+        if self._f is None:
+            self._open()
+        for chunk in chunks:
+            self._f.write(chunk)
+            self._size += len(chunk)
+        self._f.flush()
+        if self.fsync:
+            os.fsync(self._f.fileno())
+
+    async def write(self, records) -> None:
+        chunks = [r.payload for r in records if r.kind in self.kinds]
+        if chunks:
+            await asyncio.to_thread(self._write, chunks)
+
+    async def stop(self) -> None:
+        self._close()
+
+
+class DeadLetterSink(JsonlSink):
+    """Every rejected event and refused batch, with its reason and raw bytes."""
+
+    kinds = frozenset({DEAD})
+    default_dir = "dead_letter"
+    prefix = "dead-letter"

@@ -1,0 +1,14 @@
+"""Events to standard output, as JSON Lines: for pipes and for a look at what comes in."""
+
+import sys
+
+from . import Sink
+
+
+class StdoutSink(Sink):
+    async def write(self, records) -> None:
+        out = sys.stdout.buffer
+        for r in records:
+            if r.kind in self.kinds:
+                out.write(r.payload)
+        out.flush()
