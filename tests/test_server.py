@@ -1,0 +1,344 @@
+"""The collector service, in process, on a free loopback port, with real gRPC clients."""
+
+import asyncio
+import glob
+import json
+import os
+import time
+
+import grpc
+import msgspec
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+import collector
+from collector import config as configuration
+from collector.client import Client
+from collector.convert import protobuf_to_event
+from collector.server import Service
+from collector.v1 import collector_pb2 as pb
+from collector.v1 import collector_pb2_grpc as pb_grpc
+
+VECTORS = os.path.join(os.path.dirname(__file__), "vectors")
+
+
+def vector(name):
+    with open(os.path.join(VECTORS, name + ".json")) as f:
+        return json.load(f)
+
+
+def batch(project=8, n=3, prefix="e", user="u1", extra=()):
+    events = [{"euid": f"{prefix}{i}", "ea": 4, "t": 1000 + i, "st": f"Screen {i}",
+               "url": f"app://x?title=S{i}"} for i in range(n)]
+    events += list(extra)
+    return json.dumps({"pid": project, "uid": user, "now": 2000, "pl": events}).encode()
+
+
+def output(data_dir, kind="events"):
+    lines = []
+    for path in sorted(glob.glob(os.path.join(data_dir, kind, "*.jsonl*"))):
+        with open(path, "rb") as f:
+            lines += [json.loads(line) for line in f.read().splitlines()]
+    return lines
+
+
+def without_clock(ev: dict) -> dict:
+    return {k: v for k, v in ev.items() if k not in ("time", "received_time")}
+
+
+class Running:
+    """A Service on a free loopback port for the duration of a test."""
+
+    def __init__(self, tmp_path, **overrides):
+        overrides.setdefault("listen", "127.0.0.1:0")
+        overrides.setdefault("metrics_listen", "")
+        overrides.setdefault("data_dir", str(tmp_path / "data"))
+        overrides.setdefault("drain_seconds", 5.0)
+        self.config = configuration.load(environ={}, **overrides)
+        self.service = Service(self.config)
+
+    async def __aenter__(self):
+        await self.service.start()
+        self.target = f"127.0.0.1:{self.service.port}"
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.service.stop()
+
+    async def delivered(self, count: int, kind="events", timeout=10.0):
+        for _ in range(int(timeout / 0.02)):
+            found = output(self.config.data_dir, kind)
+            if len(found) >= count:
+                return found
+            await asyncio.sleep(0.02)
+        return output(self.config.data_dir, kind)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_both_rpcs_end_to_end(tmp_path):
+    seed = vector("seed_example_all_actions")["batch"].encode()
+    errors = vector("event_errors")["batch"].encode()
+
+    async def main():
+        async with Running(tmp_path) as srv, Client(srv.target) as client:
+            reply = await client.send(seed, batch_id="seed")
+            assert (reply.accepted, reply.rejected, reply.durability) == (12, 0, pb.DURABILITY_LOGGED)
+            pbatch = collector.json_to_protobuf(seed.replace(b'"euid-', b'"pb-'))
+            replies = [r async for r in client.stream([
+                Client.request(errors, batch_id="errors"),
+                Client.request(pbatch, format="protobuf", batch_id="pb"),
+            ])]
+            by_id = {r.batch_id: r for r in replies}
+            err = by_id["errors"]
+            assert err.accepted == 1 and err.rejected == 27 and err.duplicate == 1
+            expected = {(i["index"], i["reason"]) for i in vector("event_errors")["rejected"]}
+            got = {(r.index, r.code) for r in err.results}
+            assert expected <= got and (28, "duplicate") in got
+            assert by_id["pb"].accepted == 12
+            events = await srv.delivered(25)
+            dead = await srv.delivered(27, "dead_letter")
+        want = [without_clock(msgspec.to_builtins(e)) for e in collector.decode(seed).events]
+        assert [without_clock(e) for e in events[:12]] == want
+        assert [without_clock(e)["event_id"] for e in events[13:]] == [
+            e["event_id"].replace("euid-", "pb-") for e in want]
+        assert sorted((d["index"], d["reason"]) for d in dead) == sorted(expected)
+        assert all(d["batch_id"] == "errors" and d["raw"] for d in dead)
+
+    run(main())
+
+
+def test_batch_errors_unary_and_stream(tmp_path):
+    async def main():
+        async with Running(tmp_path) as srv, Client(srv.target) as client:
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                await client.send(b'{"pid":1,"uid":"u","now":1,"pl":[', batch_id="m")
+            assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "malformed_json" in exc.value.details()
+            replies = [r async for r in client.stream([
+                Client.request(b"[]", batch_id="a"), Client.request(batch(), batch_id="b")])]
+            by_id = {r.batch_id: r for r in replies}
+            assert by_id["a"].batch_error == "batch_not_object"
+            assert by_id["a"].status == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+            assert by_id["b"].accepted == 3  # the stream stayed open
+            dead = await srv.delivered(2, "dead_letter")
+        assert {d["reason"] for d in dead} == {"malformed_json", "batch_not_object"}
+        assert all(d["index"] is None for d in dead)
+
+    run(main())
+
+
+def test_auth(tmp_path):
+    async def main():
+        async with Running(tmp_path, api_keys={"k8": [8], "k9": [9]}) as srv:
+            for key, code in [(None, grpc.StatusCode.UNAUTHENTICATED),
+                              ("nope", grpc.StatusCode.UNAUTHENTICATED),
+                              ("k9", grpc.StatusCode.PERMISSION_DENIED)]:
+                async with Client(srv.target, api_key=key, max_attempts=1) as client:
+                    with pytest.raises(grpc.aio.AioRpcError) as exc:
+                        await client.send(batch(project=8))
+                    assert exc.value.code() == code
+            async with Client(srv.target, api_key="k8") as client:
+                assert (await client.send(batch(project=8))).accepted == 3
+                with pytest.raises(grpc.aio.AioRpcError) as exc:  # hint names another project
+                    await client.send(batch(project=8), project_id=9)
+                assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+    run(main())
+
+
+def test_tls(tmp_path):
+    cert, key = self_signed(tmp_path)
+
+    async def main():
+        async with Running(tmp_path, tls={"cert": cert, "key": key}) as srv:
+            with open(cert, "rb") as f:
+                root = f.read()
+            target = f"localhost:{srv.service.port}"
+            async with Client(target, tls_root=root) as client:
+                assert (await client.send(batch())).accepted == 3
+            async with Client(target, max_attempts=1) as plain:  # no TLS: no answer
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await asyncio.wait_for(plain.send(batch()), 5)
+
+    run(main())
+
+
+def self_signed(tmp_path):
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+def test_filters_and_dedup_window(tmp_path):
+    rules = {"8": {"deny": ["touch.*"]}, "9": {"allow": ["poll.*"]}}
+    tap = {"euid": "tap", "ea": 6, "t": 1, "tvid": "b"}
+    vote = {"euid": "vote", "ea": 20, "t": 1, "ac": "poll.voted"}
+    other = {"euid": "other", "ea": 20, "t": 1, "ac": "cart.item_added"}
+
+    async def main():
+        async with Running(tmp_path, rules=rules, dedup={"window_events": 5, "window_seconds": 60}) as srv, \
+                Client(srv.target) as client:
+            r = await client.send(batch(project=8, n=2, extra=[tap, vote]))
+            assert (r.accepted, r.filtered) == (3, 1)
+            assert [(x.index, x.code) for x in r.results] == [(2, "filtered")]
+            r = await client.send(batch(project=9, n=1, extra=[vote, other]))
+            assert (r.accepted, r.filtered) == (1, 2)
+            # the same ids again: duplicates (another batch id, so not a resend)
+            r = await client.send(batch(project=8, n=2, extra=[vote]))
+            assert (r.accepted, r.duplicate) == (0, 3)
+            # the same ids in another project are not duplicates
+            r = await client.send(batch(project=7, n=2))
+            assert r.accepted == 2
+            # push e0 out of the 5-event window: it is accepted again
+            await client.send(batch(project=8, n=6, prefix="f"))
+            r = await client.send(batch(project=8, n=1))
+            assert (r.accepted, r.duplicate) == (1, 0)
+
+    run(main())
+
+
+def test_resend_by_batch_id_is_idempotent(tmp_path):
+    async def main():
+        async with Running(tmp_path) as srv, Client(srv.target) as client:
+            first = await client.send(batch(), batch_id="same")
+            again = await client.send(batch(), batch_id="same")
+            assert first == again and first.accepted == 3
+            assert len(await srv.delivered(3)) == 3
+            await asyncio.sleep(0.2)
+            assert len(output(srv.config.data_dir)) == 3
+
+    run(main())
+
+
+def test_subscribe_filters_and_replay(tmp_path):
+    taps = [{"euid": f"t{i}", "ea": 6, "t": 1, "tvid": "b"} for i in range(2)]
+    votes = [{"euid": f"v{i}", "ea": 20, "t": 1, "ac": "poll.voted"} for i in range(2)]
+
+    async def main():
+        async with Running(tmp_path) as srv, Client(srv.target) as client:
+            await client.send(batch(project=8, n=1, extra=taps))
+            events = pb_grpc.EventsStub(client.channel)
+            # replay from the start of the log, polls and taps only
+            call = events.Subscribe(pb.SubscribeRequest(actions=["poll.*", "touch.tap"], from_position=0))
+            live = events.Subscribe(pb.SubscribeRequest(project_ids=[9], user_id="u2"))
+            await asyncio.sleep(0.2)
+            await client.send(batch(project=9, n=1, user="u1", extra=votes))
+            await client.send(batch(project=9, n=1, user="u2", prefix="w", extra=[{**votes[0], "euid": "v9"}]))
+            got = []
+            async for msg in call:
+                got.append((msg.event_id, msg.action, msg.position))
+                if len(got) == 5:
+                    break
+            call.cancel()
+            assert [g[:2] for g in got] == [("t0", "touch.tap"), ("t1", "touch.tap"),
+                                            ("v0", "poll.voted"), ("v1", "poll.voted"), ("v9", "poll.voted")]
+            assert got[0][2] == 0 and got[2][2] > 0
+            seen = []
+            async for msg in live:
+                seen.append(protobuf_to_event(msg))
+                if len(seen) == 2:
+                    break
+            live.cancel()
+            assert [(e["event_id"], e["user_id"], e["project_id"]) for e in seen] == [
+                ("w0", "u2", 9), ("v9", "u2", 9)]
+            assert seen[0]["screen_name"] == "S0"
+            # from a position: exactly what was logged from there on
+            again = events.Subscribe(pb.SubscribeRequest(from_position=got[2][2], actions=["poll.voted"]))
+            first = await again.read()
+            again.cancel()
+            assert first.event_id == "v0"
+
+    run(main())
+
+
+def test_slow_subscriber_is_dropped_and_ingest_goes_on(tmp_path):
+    async def main():
+        async with Running(tmp_path) as srv, Client(srv.target) as client:
+            srv.service.subscriber_lag_bytes = 20_000
+            srv.service.subscriber_write_seconds = 0.5
+            events = pb_grpc.EventsStub(client.channel)
+            call = events.Subscribe(pb.SubscribeRequest())  # and never reads
+            await asyncio.sleep(0.2)
+            for i in range(40):
+                r = await client.send(batch(n=50, prefix=f"s{i}-"))
+                assert r.accepted == 50
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                async for _ in call:
+                    await asyncio.sleep(0.05)
+            assert exc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "too slow" in exc.value.details()
+            dropped = srv.service.metrics.registry.get_sample_value("collector_subscribers_dropped_total")
+            assert dropped == 1
+
+    run(main())
+
+
+def test_overload_is_refused_with_retry_after(tmp_path):
+    async def main():
+        limits = {"inflight_bytes": 30_000, "inflight_bytes_per_project": 30_000, "retry_after_ms": 50}
+        async with Running(tmp_path, limits=limits) as srv:
+            log = srv.service.log
+            write = log._write_and_sync
+            log._write_and_sync = lambda blob: (time.sleep(0.05), write(blob))  # a slow disk
+            async with Client(srv.target, max_attempts=1) as client:
+                calls = [client.stub.Ingest(Client.request(batch(n=100, prefix=f"o{i}-"))) for i in range(30)]
+                results = await asyncio.gather(*calls, return_exceptions=True)
+            refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+            ok = [r for r in results if isinstance(r, pb.IngestReply)]
+            assert refused and ok
+            assert all(r.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for r in refused)
+            reply = pb.IngestReply.FromString(dict(refused[0].trailing_metadata())["collector-reply-bin"])
+            assert reply.retry_after_ms == 50
+            # the client that honours retry_after_ms gets every batch in
+            async with Client(srv.target) as client:
+                replies = [r async for r in client.stream(
+                    Client.request(batch(n=100, prefix=f"r{i}-")) for i in range(30))]
+            assert len(replies) == 30 and all(r.accepted == 100 for r in replies)
+
+    run(main())
+
+
+def test_health_and_reflection(tmp_path):
+    async def main():
+        srv = Running(tmp_path)
+        async with srv:
+            async with grpc.aio.insecure_channel(srv.target) as channel:
+                health = health_pb2_grpc.HealthStub(channel)
+                resp = await health.Check(health_pb2.HealthCheckRequest(service="collector.v1.Collector"))
+                assert resp.status == health_pb2.HealthCheckResponse.SERVING
+                refl = reflection_pb2_grpc.ServerReflectionStub(channel)
+                call = refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+                names = {s.name async for r in call for s in r.list_services_response.service}
+                assert {"collector.v1.Collector", "collector.v1.Events", "grpc.health.v1.Health"} <= names
+                watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
+                assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+                stopping = asyncio.ensure_future(srv.service.stop())
+                assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+                await stopping
+
+    run(main())
