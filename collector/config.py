@@ -21,6 +21,9 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     inflight_bytes: int = 64 << 20  # batches being worked on, all projects together
     inflight_bytes_per_project: int = 16 << 20
     max_streams: int = 256  # concurrent IngestStream and Subscribe calls
+    # calls of any kind at once; past it gRPC itself answers RESOURCE_EXHAUSTED before reading
+    # the message. With max_message_bytes, this bounds the memory that requests can take.
+    max_concurrent_rpcs: int = 512
     retry_after_ms: int = 200  # what a client refused for load is told to wait
 
 
@@ -31,7 +34,7 @@ class Log(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Dedup(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    window_events: int = 1_000_000  # the last this many accepted event ids...
+    window_events: int = 200_000  # the last this many accepted event ids (~200 bytes each)...
     window_seconds: float = 3600.0  # ...that arrived within this long
 
 

@@ -43,9 +43,9 @@ class LogFull(Exception):
     """The log is at its disk cap: ingest must be refused until sinks catch up."""
 
 
-def _encode(kind: int, ms: int, payload: bytes) -> bytes:
+def _header(kind: int, ms: int, payload: bytes) -> bytes:
     crc = zlib.crc32(payload, zlib.crc32(struct.pack("<Bq", kind, ms)))
-    return _HEADER.pack(len(payload), crc, kind, ms) + payload
+    return _HEADER.pack(len(payload), crc, kind, ms)
 
 
 def _decode_at(data: bytes | memoryview, offset: int):
@@ -82,7 +82,7 @@ class Log:
         self._fd = -1
         self._end = 0  # position after the last record written
         self._durable = 0  # position up to which everything is fsynced
-        self._pending: list[tuple[bytes, asyncio.Future]] = []
+        self._pending: list[tuple[bytes, bytes, asyncio.Future]] = []  # header, payload, waiter
         self._wakeup: asyncio.Event | None = None
         self._grown: asyncio.Condition | None = None
         self._writer: asyncio.Task | None = None
@@ -147,7 +147,7 @@ class Log:
             raise LogFull(f"the local log holds {self.size} bytes, its cap is {self.max_bytes}")
         self._ensure_writer()
         fut = asyncio.get_running_loop().create_future()
-        self._pending.append((_encode(kind, ms, payload), fut))
+        self._pending.append((_header(kind, ms, payload), payload, fut))
         self._wakeup.set()
         return await fut
 
@@ -167,12 +167,13 @@ class Log:
                 continue
             try:
                 positions = []
-                for data, _ in batch:
+                buffers = []
+                for header, payload, _ in batch:
                     positions.append(self._end)
-                    self._end += len(data)
-                blob = b"".join(data for data, _ in batch)
+                    self._end += len(header) + len(payload)
+                    buffers += (header, payload)
                 started = time.perf_counter()
-                await loop.run_in_executor(None, self._write_and_sync, blob)
+                await loop.run_in_executor(None, self._write_and_sync, buffers)
                 self.fsync_seconds = time.perf_counter() - started
                 if self._end - self._segments[-1] >= self.segment_bytes:
                     self._rotate()
@@ -183,22 +184,28 @@ class Log:
                     os.ftruncate(self._fd, self._durable - self._segments[-1])
                 except OSError:
                     pass
-                for _, fut in batch:
+                for _, _, fut in batch:
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
             self._durable = self._end
-            for (_, fut), position in zip(batch, positions):
+            for (_, _, fut), position in zip(batch, positions):
                 if not fut.done():
                     fut.set_result(position)
             async with self._grown:
                 self._grown.notify_all()
 
-    def _write_and_sync(self, blob: bytes) -> None:
-        view = memoryview(blob)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+    def _write_and_sync(self, buffers: list) -> None:
+        """Write the buffers whole (no copies to join them), then fsync."""
+        views = [memoryview(b) for b in buffers if b]
+        while views:
+            written = os.writev(self._fd, views[:1024])
+            while written:
+                if written >= len(views[0]):
+                    written -= len(views.pop(0))
+                else:
+                    views[0] = views[0][written:]
+                    written = 0
         if self.fsync:
             os.fsync(self._fd)
 

@@ -29,7 +29,7 @@ class _Key(msgspec.Struct):
     action: str
 
 
-_keys = msgspec.json.Decoder(list[_Key])
+_keys = msgspec.json.Decoder(_Key)
 _any = msgspec.json.Decoder()
 _encode = msgspec.json.encode
 
@@ -203,20 +203,19 @@ class Pipeline:
             self.metrics.decode_seconds.observe(time.perf_counter() - started)
 
         jsonl = decoded.to_jsonl()
-        lines = jsonl.split(b"\n")[:-1]
         rejected = dict(decoded.rejected)
-        keys = _keys.decode(b"[" + b",".join(lines) + b"]") if lines else []
+        keys = _keys.decode_lines(jsonl)
         project = decoded.project_id
         if allowed is not None and project not in allowed:
             raise self._refuse(batch_id, grpc.StatusCode.PERMISSION_DENIED,
                                f"this API key may not send to project {project}")
-        indexes = [i for i in range(len(lines) + len(rejected)) if i not in rejected]
+        indexes = [i for i in range(len(keys) + len(rejected)) if i not in rejected]
 
         results = [pb.EventResult(index=i, code=code) for i, code in decoded.rejected]
-        kept, held = [], []
+        kept, held = [], []  # kept: positions in the batch's lines
         filtered = duplicate = 0
         batch_ids = set()
-        for line, k, index in zip(lines, keys, indexes):
+        for n, (k, index) in enumerate(zip(keys, indexes)):
             if self.rules.filtered(project, k.action):
                 filtered += 1
                 results.append(pb.EventResult(index=index, code="filtered",
@@ -230,12 +229,15 @@ class Pipeline:
                 continue
             batch_ids.add(dedup_key)
             held.append(dedup_key)
-            kept.append(line)
+            kept.append(n)
         results.sort(key=lambda r: r.index)
 
         records = []
-        if kept:
-            records.append((EVENTS, received, b"\n".join(kept) + b"\n"))
+        if len(kept) == len(keys) and kept:  # the usual case: every decoded event is kept
+            records.append((EVENTS, received, jsonl))
+        elif kept:
+            lines = jsonl.split(b"\n")
+            records.append((EVENTS, received, b"".join(lines[n] + b"\n" for n in kept)))
         if rejected:
             records.append((DEAD, received, b"".join(
                 _dead_record(batch_id, i, code, data, fmt, "", raw)

@@ -197,7 +197,7 @@ class Service:
             ("grpc.max_send_message_length", cfg.limits.max_message_bytes + 1024),
             ("grpc.so_reuseport", 0),
         ]
-        self.server = grpc.aio.server(options=options)
+        self.server = grpc.aio.server(options=options, maximum_concurrent_rpcs=cfg.limits.max_concurrent_rpcs)
         pb_grpc.add_CollectorServicer_to_server(CollectorServicer(self), self.server)
         pb_grpc.add_EventsServicer_to_server(EventsServicer(self), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
