@@ -23,6 +23,7 @@ from .spec import BOOL, EVENTS, INT, NUMBER, OBJECT, PARAMS, STRING
 _json = msgspec.json.Decoder(float_hook=float)
 _BRACKET_OR_QUOTE = re.compile(rb'[\[\]{}"]')
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+_CONTAINERS = frozenset((dict, list))
 _BYTE_AT = re.compile(r"\(byte (\d+)\)")
 
 
@@ -59,7 +60,7 @@ def _depth_exceeded(doc) -> bool:
         if depth > spec.MAX_DEPTH:
             return True
         for value in obj.values() if type(obj) is dict else obj:
-            if type(value) is dict or type(value) is list:
+            if type(value) in _CONTAINERS:
                 stack.append((value, depth + 1))
     return False
 

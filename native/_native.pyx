@@ -2059,7 +2059,12 @@ def decode(data, str format, int64_t received_time):
         free(p.ev_isobj)
         free(p.scratch)
         free(p.hashes)
-    return Decoded(rejected, jsonl=jsonl, project_id=header[H_PID].i)
+    result = _new_decoded(Decoded)    # the slots set directly: no Python-level __init__
+    result.rejected = rejected
+    result._jsonl = jsonl
+    result._events = None
+    result.project_id = header[H_PID].i
+    return result
 
 
 cdef int read_document(Parser* p, Slot* header) except -2:
@@ -2079,6 +2084,7 @@ cdef int read_document(Parser* p, Slot* header) except -2:
     return not_object
 
 
+_new_decoded = Decoded.__new__
 _encode = msgspec.json.encode
 _params_decoder = msgspec.json.Decoder(float_hook=float)
 
