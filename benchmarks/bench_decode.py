@@ -5,6 +5,7 @@ ways Python code could otherwise read the same batches.
 
 Each row runs over the whole corpus; the best of `--repeat` runs counts. events/s counts the
 corpus' events; MB/s its input bytes (the JSON corpus, or the protobuf one for protobuf rows).
+Times are the process' CPU time, so that a noisy machine disturbs the comparison less.
 """
 
 import argparse
@@ -147,10 +148,10 @@ def measure(rows, repeat: int) -> dict:
     best = {name: float("inf") for name, _, _ in rows}
     for _ in range(repeat):
         for name, items, fn in rows:
-            start = time.perf_counter()
+            start = time.process_time()  # CPU time: what a noisy neighbour takes is not counted
             for item in items:
                 fn(item)
-            best[name] = min(best[name], time.perf_counter() - start)
+            best[name] = min(best[name], time.process_time() - start)
     return best
 
 

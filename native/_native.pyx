@@ -8,7 +8,7 @@ straight into an output buffer. The only Python objects made are the output byte
 of rejections, at the end. Semantics are those of `collector._pure`, which says them in Python.
 """
 
-from libc.stdint cimport int64_t, uint64_t, uint8_t, int16_t
+from libc.stdint cimport int64_t, uint64_t, uint8_t, int16_t, int32_t, uint32_t
 from libc.string cimport memcpy, memset, memcmp, memchr
 from libc.stdlib cimport malloc, realloc, free, qsort
 from libc.math cimport isfinite
@@ -70,14 +70,14 @@ DEF R_EVENTS = 3
 DEF E_MALFORMED = 1
 DEF E_DEEP = 2
 
-cdef struct Slot:
+cdef struct Slot:           # 32 bytes: an event's slots are cleared for every event
     uint8_t kind
     uint8_t esc
     uint8_t flags
+    int32_t start           # batches are far below 2 GiB (decode refuses larger input)
+    int32_t len
     int64_t i
     double d
-    Py_ssize_t start
-    Py_ssize_t len
 
 cdef extern from *:
     """
@@ -141,6 +141,7 @@ cdef struct FieldEntry:     # protobuf field number -> slot, per message kind
     int16_t sub_count
 
 cdef struct Rec:            # one field check
+    uint32_t fine           # slot kinds that pass with nothing more to look at
     int16_t slot
     uint8_t type
     uint8_t required
@@ -152,6 +153,13 @@ cdef struct Rec:            # one field check
 cdef struct List:
     int16_t start
     int16_t count
+
+cdef struct UrlSeen:
+    int32_t start           # the url's text in the input
+    int32_t len             # 0: none
+    Py_ssize_t name_at      # its screen name in the output
+    Py_ssize_t name_len
+
 
 cdef struct Parser:
     cstr s
@@ -174,6 +182,35 @@ cdef struct Parser:
     uint64_t* hashes
     Py_ssize_t nhash
     Py_ssize_t hash_cap
+    # JSON events are written as they are read, when the header before `pl` is the final one
+    Slot* header
+    Out* out
+    Py_ssize_t pl_start     # where the last `pl` array starts
+    int pl_seen             # how many `pl` keys were read
+    bint header_after_pl    # a header key came after `pl`: its events must be written again
+    bint written            # the events of the only `pl` were written with the final header
+    # SDKs repeat themselves: the last text of each known sub-object (`vo`...) and its slots
+    int32_t sub_start[MAX_SLOTS]
+    int32_t sub_len[MAX_SLOTS]
+    Slot sub_slots[MAX_SLOTS]
+    UrlSeen urls[16]        # a few urls and where their screen names were written
+    int32_t vo_start        # the last `vo` text written, and where its part of `app` went
+    int32_t vo_len
+    Py_ssize_t app_at       # in the output; -1: none
+    Py_ssize_t app_len
+
+
+cdef struct Out:
+    Buf events
+    Buf who                 # the parts of every event that come from the header
+    Buf sent
+    Buf device
+    int64_t received
+    bint emit
+    int32_t* rej_index      # rejected events: index in `pl` and code id
+    int16_t* rej_code
+    Py_ssize_t nrej
+    Py_ssize_t rej_cap
 
 # ------------------------------------------------------------------------- the tables
 
@@ -356,6 +393,11 @@ def _init():
             RECS[start + j].code_missing = _code(f"missing_field:{prefix}{f.key}")
             RECS[start + j].code_invalid = _code(f"invalid_field:{prefix}{f.key}")
             RECS[start + j].sub_list = add_list(f.fields, slots, prefix + f.key + ".") if f.type == spec.OBJECT else -1
+            fine = 0 if f.required else (1 << ABSENT) | (1 << NUL)
+            if f.check == spec.ANY:
+                fine |= {spec.INT: 1 << INT, spec.STRING: 1 << STR, spec.BOOL: (1 << TRUE_) | (1 << FALSE_),
+                         spec.PARAMS: 1 << OBJ, spec.EVENTS: 1 << ARR}.get(f.type, 0)
+            RECS[start + j].fine = fine
         return idx
 
     L_HEADER = add_list(spec.HEADER, header_slots, "")
@@ -791,10 +833,23 @@ cdef int scan_number(Parser* p, Slot* out, bint want) noexcept:
     cdef bint overflow = 0
     cdef char small[64]
     cdef char* tmp
-    cdef Py_ssize_t length
+    cdef Py_ssize_t length, j
     if s[i] == 45:
         neg = 1
         i += 1
+    # the usual number: a plain integer of at most 18 digits
+    j = i
+    while j < n and 48 <= s[j] <= 57:
+        mant = mant * 10 + (s[j] - 48)
+        j += 1
+    if 0 < j - i <= 18 and not (s[i] == 48 and j - i > 1) and (
+            j >= n or (s[j] != 46 and s[j] != 101 and s[j] != 69)):
+        p.pos = j
+        if want:
+            out.kind = INT
+            out.i = -<int64_t>mant if neg else <int64_t>mant
+        return 0
+    mant = 0
     if i >= n or not (48 <= s[i] <= 57):
         return fail(p, E_MALFORMED, "invalid number", start)
     if s[i] == 48:
@@ -1048,25 +1103,39 @@ cdef Slot* new_event(Parser* p) except NULL:
     return p.ev + idx * N_EVENT_SLOTS
 
 
-cdef int parse_events(Parser* p, int depth) except -2:
-    """At '[' of `pl`: each element becomes an event's slots."""
-    cdef Slot* slots
+cdef int events_pass(Parser* p, int depth) except -2:
+    """At '[' of `pl`: read each event and, when the header is known to be final and sound,
+    check it and write it out at once, while its slots are hot."""
+    cdef Slot ev[MAX_SLOTS]
+    cdef Out* o = p.out
     cdef unsigned char c
-    p.ev_count = 0
+    cdef Py_ssize_t idx
     p.ev_total = 0
+    o.emit = 0
+    o.events.n = 0
+    o.nrej = 0
+    if p.pl_seen == 1 and not p.header_after_pl and check_list(p, p.header, L_HEADER) < 0:
+        start_output(p)
+        o.emit = 1
     p.pos += 1
     skip_ws(p)
     if p.pos < p.n and p.s[p.pos] == 93:
         p.pos += 1
         return 0
     while True:
-        slots = new_event(p)
+        idx = p.ev_total
+        p.ev_total += 1
         if p.pos < p.n and p.s[p.pos] == 123:
-            p.ev_isobj[(slots - p.ev) // N_EVENT_SLOTS] = 1
-            if parse_object(p, K_EVENT, slots, depth + 1) < 0:
+            memset(ev, 0, sizeof(Slot) * N_EVENT_SLOTS)
+            if parse_object(p, K_EVENT, ev, depth + 1) < 0:
                 return -1
-        elif skip_value(p, depth + 1, NULL) < 0:
-            return -1
+            if o.emit and idx < MAX_EVENTS_:
+                process_event(p, idx, ev)
+        else:
+            if skip_value(p, depth + 1, NULL) < 0:
+                return -1
+            if o.emit and idx < MAX_EVENTS_:
+                add_rejection(o, idx, CODE_NOT_OBJECT)
         skip_ws(p)
         if p.pos >= p.n:
             return fail(p, E_MALFORMED, "unterminated array", p.pos)
@@ -1077,6 +1146,53 @@ cdef int parse_events(Parser* p, int depth) except -2:
         if c != 44:
             return fail(p, E_MALFORMED, "expected ',' or ']'", p.pos - 1)
         skip_ws(p)
+
+
+cdef int start_output(Parser* p) except -1:
+    """Empty the output and write the header's parts of every event."""
+    cdef Out* o = p.out
+    o.events.n = o.who.n = o.sent.n = o.device.n = 0
+    o.nrej = 0
+    p.app_at = -1
+    memset(p.urls, 0, sizeof(p.urls))
+    return put_header_parts(p, p.header, o.received, &o.who, &o.sent, &o.device)
+
+
+cdef int add_rejection(Out* o, Py_ssize_t index, int code) except -1:
+    cdef void* q
+    if o.nrej == o.rej_cap:
+        o.rej_cap = o.rej_cap * 2 + 16
+        q = realloc(o.rej_index, sizeof(int32_t) * o.rej_cap)
+        if q == NULL:
+            raise MemoryError()
+        o.rej_index = <int32_t*>q
+        q = realloc(o.rej_code, sizeof(int16_t) * o.rej_cap)
+        if q == NULL:
+            raise MemoryError()
+        o.rej_code = <int16_t*>q
+    o.rej_index[o.nrej] = <int32_t>index
+    o.rej_code[o.nrej] = <int16_t>code
+    o.nrej += 1
+    return 0
+
+
+cdef int process_event(Parser* p, Py_ssize_t index, Slot* ev) except -1:
+    """Check one event's slots; write it out, or record why it is rejected."""
+    cdef Out* o = p.out
+    cdef int code = check_list(p, ev, L_COMMON)
+    cdef bytes params = None
+    if code < 0:
+        code = check_list(p, ev, L_ACTION[ev[S_EA].i])
+    if code < 0 and ev[S_EA].i == CUSTOM_EA and ev[S_PR].kind == OBJ:
+        if ev[S_PR].flags & P_DUP:
+            params = settle_params(p, &ev[S_PR])
+            if params is None:
+                code = CODE_BAD_PARAMS
+        elif ev[S_PR].flags & P_NONFINITE:
+            code = CODE_BAD_PARAMS
+    if code >= 0:
+        return add_rejection(o, index, code)
+    return put_event(p, &o.events, ev, p.header, &o.who, &o.sent, &o.device, o.received, params)
 
 
 cdef inline uint64_t short_key(Parser* p) noexcept nogil:
@@ -1105,7 +1221,7 @@ cdef int parse_object(Parser* p, int kind, Slot* slots, int depth) except -2:
     cdef Slot* sl
     cdef KeyEntry* ke
     cdef const unsigned char* kb
-    cdef Py_ssize_t kn, vstart
+    cdef Py_ssize_t kn, vstart, n
     cdef uint64_t packed
     cdef unsigned char c
     if depth > MAX_DEPTH_:
@@ -1136,6 +1252,8 @@ cdef int parse_object(Parser* p, int kind, Slot* slots, int depth) except -2:
             if skip_value(p, depth + 1, NULL) < 0:
                 return -1
         else:
+            if kind == K_HEADER and p.pl_seen:
+                p.header_after_pl = 1
             sl = &slots[ke.slot]
             c = p.s[p.pos]
             sl.flags = 0
@@ -1151,20 +1269,33 @@ cdef int parse_object(Parser* p, int kind, Slot* slots, int depth) except -2:
             elif c == 123:
                 vstart = p.pos
                 if ke.role == R_SUB:
-                    if parse_object(p, ke.sub, slots, depth + 1) < 0:
-                        return -1
+                    n = p.sub_len[ke.slot] if kind == K_EVENT else 0
+                    if n and p.pos + n <= p.n and memcmp(p.s + p.pos, p.s + p.sub_start[ke.slot], n) == 0:
+                        # the same text as last time: the same (valid) object
+                        memcpy(&slots[ke.sub_start], &p.sub_slots[ke.sub_start], sizeof(Slot) * ke.sub_count)
+                        p.pos += n
+                    else:
+                        if parse_object(p, ke.sub, slots, depth + 1) < 0:
+                            return -1
+                        if kind == K_EVENT:
+                            p.sub_start[ke.slot] = <int32_t>vstart
+                            p.sub_len[ke.slot] = <int32_t>(p.pos - vstart)
+                            memcpy(&p.sub_slots[ke.sub_start], &slots[ke.sub_start], sizeof(Slot) * ke.sub_count)
                 elif skip_value(p, depth + 1, &sl.flags if ke.role == R_PARAMS else NULL) < 0:
                     return -1
                 sl.kind = OBJ
                 sl.start = vstart
                 sl.len = p.pos - vstart
             elif c == 91:
+                sl.kind = ARR
                 if ke.role == R_EVENTS:
-                    if parse_events(p, depth + 1) < 0:
+                    p.pl_seen += 1
+                    p.pl_start = p.pos
+                    if events_pass(p, depth + 1) < 0:
                         return -1
+                    p.written = p.out.emit
                 elif skip_value(p, depth + 1, NULL) < 0:
                     return -1
-                sl.kind = ARR
             else:
                 if skip_value(p, depth + 1, NULL) < 0:
                     return -1
@@ -1453,6 +1584,8 @@ cdef int check_list(Parser* p, Slot* slots, int list_id) except -2:
         r = &RECS[L.start + j]
         sl = &slots[r.slot]
         k = sl.kind
+        if r.fine & (1 << k):
+            continue
         if k == ABSENT or k == NUL:
             if r.required:
                 return r.code_missing
@@ -1699,11 +1832,33 @@ cdef Py_ssize_t put_replacing(const unsigned char* s, Py_ssize_t n, unsigned cha
 
 cdef int put_screen_name(Parser* p, Buf* b, Slot* url) except -1:
     """The first `title=` parameter of the url's query (up to any '#'), unquoted, or null."""
+    cdef uint64_t tail = 0
+    cdef UrlSeen* seen
+    cdef Py_ssize_t at
+    if url.kind != STR:
+        return put(b, "null", 4)
+    if url.len >= 8:
+        memcpy(&tail, p.s + url.start + url.len - 8, 8)
+    seen = &p.urls[((tail ^ <uint64_t>url.len) * 0x9E3779B97F4A7C15ULL) >> 60]
+    if seen.len and url.len == seen.len and memcmp(p.s + url.start, p.s + seen.start, url.len) == 0:
+        # a url seen before in this batch: its screen name is already written
+        if b.n + seen.name_len > b.cap:
+            buf_grow(b, seen.name_len)
+        memcpy(b.p + b.n, b.p + seen.name_at, seen.name_len)
+        b.n += seen.name_len
+        return 0
+    at = b.n
+    _put_screen_name(p, b, url)
+    if url.len:
+        seen.start, seen.len = url.start, url.len
+        seen.name_at, seen.name_len = at, b.n - at
+    return 0
+
+
+cdef int _put_screen_name(Parser* p, Buf* b, Slot* url) except -1:
     cdef const unsigned char* s
     cdef const unsigned char* hit
     cdef Py_ssize_t n, end, start, amp
-    if url.kind != STR:
-        return put(b, "null", 4)
     s = string_bytes(p, url, &n)
     hit = <const unsigned char*>memchr(s, 63, n)
     if hit == NULL:
@@ -1725,11 +1880,20 @@ cdef int put_screen_name(Parser* p, Buf* b, Slot* url) except -1:
 
 cdef int put_params_json(Parser* p, Buf* b, Slot* sl) except -1:
     """JSON custom params: copied when they are already compact, else written anew."""
-    cdef Py_ssize_t i = sl.start, end = sl.start + sl.len, s0
-    cdef unsigned char c
-    cdef Slot num
+    cdef Py_ssize_t saved = p.pos
     if not (sl.flags & P_DIRTY):
         return put(b, <const char*>p.s + sl.start, sl.len)
+    try:
+        return _put_params_anew(p, b, sl.start, sl.start + sl.len)
+    finally:
+        p.pos = saved      # the reader may be in the middle of the batch
+
+
+cdef int _put_params_anew(Parser* p, Buf* b, Py_ssize_t i, Py_ssize_t end) except -1:
+    """Params written compactly: whitespace dropped, integers outside int64 as doubles."""
+    cdef Py_ssize_t s0
+    cdef unsigned char c
+    cdef Slot num
     while i < end:
         c = p.s[i]
         if c == 32 or c == 10 or c == 13 or c == 9:
@@ -1869,16 +2033,7 @@ cdef int put_event(Parser* p, Buf* b, Slot* ev, Slot* hd, Buf* who, Buf* sent, B
     put(b, ',"orientation":', 15)
     put_enum(b, &ev[S_O], ORIENTATION, 0, 2)
     put(b, device.p, device.n)
-    put(b, ',"sdk_version":', 15)
-    put_str(p, b, &ev[S_SV])
-    put(b, ',"sdk_build":', 13)
-    put_opt_int(b, &ev[S_SB])
-    put(b, ',"version":', 11)
-    put_str(p, b, &ev[S_AV])
-    put(b, ',"flavor":', 10)
-    put_str(p, b, &ev[S_AF])
-    put(b, ',"build":', 9)
-    put_opt_int(b, &ev[S_AB])
+    put_app_version(p, b, ev)
     put(b, '},"params":', 11)
     if ea == 4:
         put(b, '{"title":', 9)
@@ -1941,6 +2096,35 @@ cdef int put_event(Parser* p, Buf* b, Slot* ev, Slot* hd, Buf* who, Buf* sent, B
     return 0
 
 
+cdef int put_app_version(Parser* p, Buf* b, Slot* ev) except -1:
+    """The event's part of `app`, from `vo` (which SDKs repeat in every event: written once)."""
+    cdef Slot* vo = &ev[S_VO]
+    cdef Py_ssize_t at
+    if vo.kind == OBJ and vo.len and p.app_at >= 0 and vo.len == p.vo_len \
+            and memcmp(p.s + vo.start, p.s + p.vo_start, vo.len) == 0:
+        at = p.app_at
+        if b.n + p.app_len > b.cap:
+            buf_grow(b, p.app_len)
+        memcpy(b.p + b.n, b.p + at, p.app_len)
+        b.n += p.app_len
+        return 0
+    at = b.n
+    put(b, ',"sdk_version":', 15)
+    put_str(p, b, &ev[S_SV])
+    put(b, ',"sdk_build":', 13)
+    put_opt_int(b, &ev[S_SB])
+    put(b, ',"version":', 11)
+    put_str(p, b, &ev[S_AV])
+    put(b, ',"flavor":', 10)
+    put_str(p, b, &ev[S_AF])
+    put(b, ',"build":', 9)
+    put_opt_int(b, &ev[S_AB])
+    if vo.kind == OBJ and vo.len:
+        p.vo_start, p.vo_len = vo.start, vo.len
+        p.app_at, p.app_len = at, b.n - at
+    return 0
+
+
 cdef int put_header_parts(Parser* p, Slot* hd, int64_t received, Buf* who, Buf* sent, Buf* device) except -1:
     """The parts of every event that come from the header, written once per batch."""
     put(who, ',"project_id":', 14)
@@ -1980,35 +2164,35 @@ cdef int put_header_parts(Parser* p, Slot* hd, int64_t received, Buf* who, Buf* 
 def decode(data, str format, int64_t received_time):
     """Decode one batch; see `collector.decode`."""
     cdef Parser p
+    cdef Out o
     cdef Slot header[MAX_SLOTS]
-    cdef Slot* ev
-    cdef Buf out, who, sent, device
-    cdef int code, fallback_count
+    cdef int code
     cdef Py_ssize_t i
     cdef bytes raw = data if type(data) is bytes else bytes(data)
-    cdef list rejected = []
-    cdef bytes params
     cdef int not_object = 0
 
+    if PyBytes_GET_SIZE(raw) >= 0x7FFFFFFF:
+        raise ValueError("a batch must be smaller than 2 GiB")
     memset(&p, 0, sizeof(Parser))
+    memset(&o, 0, sizeof(Out))
     memset(header, 0, sizeof(header))
-    memset(&out, 0, sizeof(Buf))
-    out.cap = 3 * PyBytes_GET_SIZE(raw) + 4096     # normalised events take ~2.5x the input
-    out.obj = bytes_new(NULL, out.cap)
-    if out.obj == NULL:
-        raise MemoryError()
-    out.p = bytes_data(out.obj)
-    memset(&who, 0, sizeof(Buf))
-    memset(&sent, 0, sizeof(Buf))
-    memset(&device, 0, sizeof(Buf))
     p.s = <cstr>PyBytes_AS_STRING(raw)
     p.n = PyBytes_GET_SIZE(raw)
+    p.header = header
+    p.out = &o
+    p.app_at = -1
+    o.received = received_time
     if format == "json":
         p.proto = 0
     elif format == "protobuf":
         p.proto = 1
     else:
         raise ValueError(f"unknown format {format!r}: use 'json' or 'protobuf'")
+    o.events.cap = 3 * p.n + 4096     # normalised events take ~2.5x the input
+    o.events.obj = bytes_new(NULL, o.events.cap)
+    if o.events.obj == NULL:
+        raise MemoryError()
+    o.events.p = bytes_data(o.events.obj)
     try:
         if p.proto:
             header[H_PL].kind = ARR
@@ -2027,34 +2211,30 @@ def decode(data, str format, int64_t received_time):
         if p.ev_total > MAX_EVENTS_:
             raise BatchError("too_many_events", f"{p.ev_total} events, at most {MAX_EVENTS_}")
 
-        put_header_parts(&p, header, received_time, &who, &sent, &device)
-        for i in range(p.ev_count):
-            ev = p.ev + i * N_EVENT_SLOTS
-            if not p.ev_isobj[i]:
-                rejected.append((i, CODES[CODE_NOT_OBJECT]))
-                continue
-            code = check_list(&p, ev, L_COMMON)
-            if code < 0:
-                code = check_list(&p, ev, L_ACTION[ev[S_EA].i])
-            params = None
-            if code < 0 and ev[S_EA].i == CUSTOM_EA and ev[S_PR].kind == OBJ:
-                if ev[S_PR].flags & P_DUP:
-                    params = settle_params(&p, &ev[S_PR])
-                    if params is None:
-                        code = CODE_BAD_PARAMS
-                elif ev[S_PR].flags & P_NONFINITE:
-                    code = CODE_BAD_PARAMS
-            if code >= 0:
-                rejected.append((i, CODES[code]))
-                continue
-            put_event(&p, &out, ev, header, &who, &sent, &device, received_time, params)
-        _PyBytes_Resize(&out.obj, out.n)
-        jsonl = <bytes>out.obj
+        if p.proto:
+            start_output(&p)
+            for i in range(p.ev_count):
+                if p.ev_isobj[i]:
+                    process_event(&p, i, p.ev + i * N_EVENT_SLOTS)
+                else:
+                    add_rejection(&o, i, CODE_NOT_OBJECT)
+        elif not p.written or p.header_after_pl or p.pl_seen > 1:
+            # the header changed after `pl` was read: read its events again, now with the
+            # final header (the document is known to be sound by now)
+            p.pl_seen = 1
+            p.header_after_pl = 0
+            p.pos = p.pl_start
+            events_pass(&p, 2)
+        _PyBytes_Resize(&o.events.obj, o.events.n)
+        jsonl = <bytes>o.events.obj
+        rejected = [(o.rej_index[i], CODES[o.rej_code[i]]) for i in range(o.nrej)]
     finally:
-        Py_XDECREF(out.obj)
-        free(who.p)
-        free(sent.p)
-        free(device.p)
+        Py_XDECREF(o.events.obj)
+        free(o.who.p)
+        free(o.sent.p)
+        free(o.device.p)
+        free(o.rej_index)
+        free(o.rej_code)
         free(p.ev)
         free(p.ev_isobj)
         free(p.scratch)
