@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import sys
@@ -17,25 +18,36 @@ from .errors import BatchError
 # --------------------------------------------------------------------------- reading input
 
 
+class Truncated(EOFError):
+    """A protobuf stream that ends inside a message; `data` holds the bytes that did arrive."""
+
+    def __init__(self, message: str, data: bytes = b""):
+        super().__init__(message)
+        self.data = data
+
+
 def _read_varint(f) -> int | None:
     """A protobuf varint from a binary stream; None at a clean end of the stream."""
     result = shift = 0
-    for i in range(10):
+    prefix = b""
+    for _ in range(10):
         byte = f.read(1)
         if not byte:
-            if i == 0:
+            if not prefix:
                 return None
-            raise EOFError("truncated length prefix")
+            raise Truncated("truncated length prefix", prefix)
+        prefix += byte
         result |= (byte[0] & 0x7F) << shift
         if byte[0] < 0x80:
             return result
         shift += 7
-    raise EOFError("length prefix longer than 10 bytes")
+    raise Truncated("length prefix longer than 10 bytes", prefix)
 
 
 def batches(f, fmt: str):
-    """Yield each batch of a stream: JSON Lines (json) or varint-delimited messages (protobuf).
-    A broken protobuf stream yields an EOFError and stops."""
+    """Yield each batch of a binary stream as bytes: JSON Lines (json) or varint-delimited
+    messages (protobuf, as writeDelimitedTo writes them). A broken protobuf stream yields one
+    Truncated and stops: nothing after it can be framed."""
     if fmt == "json":
         for line in f:
             line = line.rstrip(b"\r\n")
@@ -49,8 +61,8 @@ def batches(f, fmt: str):
                 return
             data = f.read(size)
             if len(data) < size:
-                raise EOFError(f"message of {size} bytes cut short at {len(data)}")
-        except EOFError as exc:
+                raise Truncated(f"message of {size} bytes cut short at {len(data)}", data)
+        except Truncated as exc:
             yield exc
             return
         yield data
@@ -66,95 +78,155 @@ def _open_inputs(files):
 
 
 class Progress:
-    """A status line on stderr, only when it is a terminal and the work takes a while."""
+    """A status line on stderr, only when it is a terminal and the work takes a while: a pipe
+    or a log file must get nothing but the records written to it."""
 
     def __init__(self, what: str):
         self.what = what
         self.on = sys.stderr.isatty()
         self.started = self.shown = time.monotonic()
+        self.text = ""
 
     def update(self, text: str, force: bool = False) -> None:
+        self.text = text
         now = time.monotonic()
         if self.on and (force or now - self.shown >= 0.25) and now - self.started >= 1.0:
             self.shown = now
             sys.stderr.write(f"\r{self.what}: {text}\x1b[K")
             sys.stderr.flush()
 
-    def done(self) -> None:
+    def clear(self) -> None:
+        """Wipe the status line so that other output to the terminal starts on a clean line."""
         if self.on and self.shown > self.started:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        """Leave the final numbers on screen, if a status line was ever shown."""
+        if self.on and self.shown > self.started:
+            self.update(self.text, force=True)
             sys.stderr.write("\n")
+            sys.stderr.flush()
 
 
 # ---------------------------------------------------------------------------------- decode
 
 
-def _raw(data: bytes, fmt: str):
-    if fmt == "json":
-        return data.decode("utf-8", "replace"), None
-    return base64.b64encode(data).decode(), "base64"
-
-
-def _raw_event(data: bytes, index: int):
+def _received_at(value: str) -> int:
+    """argparse type: decode() takes a non-negative int64 of ms; anything else is a usage error."""
     try:
-        return json.dumps(json.loads(data)["pl"][index], ensure_ascii=False, separators=(",", ":"))
-    except Exception:  # noqa: BLE001 - then the whole batch is the evidence
-        return data.decode("utf-8", "replace")
+        ms = int(value)
+    except ValueError:
+        ms = -1
+    if not 0 <= ms < 2**63:
+        raise argparse.ArgumentTypeError(f"not a time in ms since epoch: {value!r}")
+    return ms
+
+
+class DeadLetters:
+    """Writes one JSON record per rejected event or refused batch, so that nothing is dropped
+    silently (SPEC section 2) and each rejection can be traced to its batch and event."""
+
+    def __init__(self, f, fmt: str, progress: Progress, to_terminal: bool):
+        self.f, self.fmt, self.progress, self.to_terminal = f, fmt, progress, to_terminal
+        self.count = 0
+
+    def write(self, record: dict) -> None:
+        if self.to_terminal:
+            self.progress.clear()
+        self.f.write(msgspec.json.encode(record) + b"\n")
+        self.count += 1
+
+    def _raw(self, record: dict, data: bytes) -> dict:
+        if self.fmt == "json":
+            record["raw"] = data.decode("utf-8", "replace")
+        else:
+            record["raw"] = base64.b64encode(data).decode()
+            record["raw_encoding"] = "base64"
+        return record
+
+    def batch_error(self, n: int, code: str, message: str, data: bytes) -> None:
+        self.write(self._raw({"batch": n, "index": None, "reason": code, "message": message}, data))
+
+    def events(self, n: int, rejected: list, data: bytes) -> None:
+        """The rejected events of a decoded batch; for JSON, `raw` is the event itself (the
+        batch is parsed once, and only when something was rejected)."""
+        events = None
+        if self.fmt == "json":
+            try:
+                events = json.loads(data)["pl"]
+            except Exception:  # noqa: BLE001 - then the whole batch is the evidence
+                pass
+        for index, reason in rejected:
+            record = {"batch": n, "index": index, "reason": reason}
+            try:
+                record["raw"] = json.dumps(events[index], ensure_ascii=False, separators=(",", ":"))
+            except Exception:  # noqa: BLE001 - protobuf, or the event cannot be recovered
+                self._raw(record, data)
+            self.write(record)
+
+
+class InputError(Exception):
+    """An input that cannot be opened or read (not an output error, which must not pass for one)."""
+
+
+def _input(name: str, fmt: str):
+    """The batches of one input ('-' is stdin); I/O errors of this input become InputError."""
+    label = "<stdin>" if name == "-" else name
+    try:
+        f = contextlib.nullcontext(sys.stdin.buffer) if name == "-" else open(name, "rb")
+        with f as stream:
+            yield from batches(stream, fmt)
+    except OSError as exc:
+        raise InputError(f"{label}: {exc.strerror or exc}") from exc
 
 
 def cmd_decode(args) -> int:
+    """Decode every batch of every input; events to stdout, rejections to the dead-letter path.
+    Rejections are data, not failures: the status is 1 only when an input cannot be read."""
     out = sys.stdout.buffer
-    dead = open(args.dead_letter, "ab") if args.dead_letter else sys.stderr.buffer
-    n = events = rejected = 0
-    progress = Progress("decode")
-
-    def dead_letter(record: dict) -> None:
-        dead.write(msgspec.json.encode(record) + b"\n")
-
     try:
-        try:
-            for name, f in _open_inputs(args.files):
-                for data in batches(f, args.format):
-                    if isinstance(data, EOFError):
-                        dead_letter({"batch": n, "index": None, "reason": "malformed_json",
-                                     "message": f"{name}: {data}", "raw": None})
+        dead_file = open(args.dead_letter, "ab") if args.dead_letter else sys.stderr.buffer
+    except OSError as exc:
+        print(f"collector decode: {exc}", file=sys.stderr)
+        return 1
+    progress = Progress("decode")
+    dead = DeadLetters(dead_file, args.format, progress, to_terminal=not args.dead_letter)
+    status = n = events = 0
+    try:
+        for name in args.files or ["-"]:
+            try:
+                for data in _input(name, args.format):
+                    if isinstance(data, Truncated):
+                        where = "<stdin>" if name == "-" else name
+                        dead.batch_error(n, "malformed_json", f"{where}: {data}", data.data)
                         n += 1
                         break
-                    received = args.received_at if args.received_at is not None else None
                     try:
-                        d = decode(data, format=args.format, received_time=received)
+                        d = decode(data, format=args.format, received_time=args.received_at)
                     except BatchError as exc:
-                        raw, enc = _raw(data, args.format)
-                        rec = {"batch": n, "index": None, "reason": exc.code, "message": exc.message, "raw": raw}
-                        if enc:
-                            rec["raw_encoding"] = enc
-                        dead_letter(rec)
-                        rejected += 1
+                        dead.batch_error(n, exc.code, exc.message, data)
                     else:
                         out.write(d.to_jsonl())
                         events += len(d)
-                        for index, reason in d.rejected:
-                            if args.format == "json":
-                                dead_letter({"batch": n, "index": index, "reason": reason,
-                                             "raw": _raw_event(data, index)})
-                            else:
-                                raw, enc = _raw(data, args.format)
-                                dead_letter({"batch": n, "index": index, "reason": reason, "raw": raw,
-                                             "raw_encoding": enc})
-                        rejected += len(d.rejected)
+                        if d.rejected:
+                            dead.events(n, d.rejected, data)
                     n += 1
                     rate = events / max(time.monotonic() - progress.started, 1e-9)
-                    progress.update(f"{n} batches, {events} events ({rate:,.0f}/s), {rejected} rejected")
-        except OSError as exc:
-            print(f"collector decode: {exc}", file=sys.stderr)
-            return 1
+                    progress.update(f"{n} batches, {events} events ({rate:,.0f}/s), "
+                                    f"{dead.count} rejected")
+            except InputError as exc:  # like cat: say so, go on with the other inputs, exit 1
+                progress.clear()
+                print(f"collector decode: {exc}", file=sys.stderr)
+                status = 1
     finally:
         progress.done()
         out.flush()
         if args.dead_letter:
-            dead.close()
+            dead_file.close()
         else:
-            dead.flush()
-    return 0
+            dead_file.flush()
+    return status
 
 
 # ----------------------------------------------------------------------------------- serve
@@ -281,9 +353,13 @@ def parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("decode", help="decode batches to normalised JSON Lines")
     d.add_argument("--format", choices=("json", "protobuf"), default="json")
-    d.add_argument("--received-at", type=int, metavar="MS", help="received time (default: now)")
-    d.add_argument("--dead-letter", metavar="PATH", help="where rejections go (default: stderr)")
-    d.add_argument("files", nargs="*", metavar="FILE", help="input files (default: stdin)")
+    d.add_argument("--received-at", type=_received_at, metavar="MS",
+                   help="received time of every batch, for reproducible output "
+                        "(default: when each batch is read)")
+    d.add_argument("--dead-letter", metavar="PATH",
+                   help="file to append rejection records to (default: stderr)")
+    d.add_argument("files", nargs="*", metavar="FILE",
+                   help="JSON Lines of batches, or varint-delimited protobuf (default, or '-': stdin)")
     d.set_defaults(func=cmd_decode)
 
     s = sub.add_parser("serve", help="run the collector")
