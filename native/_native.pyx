@@ -193,7 +193,7 @@ cdef struct Parser:
     int32_t sub_start[MAX_SLOTS]
     int32_t sub_len[MAX_SLOTS]
     Slot sub_slots[MAX_SLOTS]
-    UrlSeen urls[16]        # a few urls and where their screen names were written
+    UrlSeen urls[64]        # a few urls and where their screen names were written
     int32_t vo_start        # the last `vo` text written, and where its part of `app` went
     int32_t vo_len
     Py_ssize_t app_at       # in the output; -1: none
@@ -1839,7 +1839,7 @@ cdef int put_screen_name(Parser* p, Buf* b, Slot* url) except -1:
         return put(b, "null", 4)
     if url.len >= 8:
         memcpy(&tail, p.s + url.start + url.len - 8, 8)
-    seen = &p.urls[((tail ^ <uint64_t>url.len) * 0x9E3779B97F4A7C15ULL) >> 60]
+    seen = &p.urls[((tail ^ <uint64_t>url.len) * 0x9E3779B97F4A7C15ULL) >> 58]
     if seen.len and url.len == seen.len and memcmp(p.s + url.start, p.s + seen.start, url.len) == 0:
         # a url seen before in this batch: its screen name is already written
         if b.n + seen.name_len > b.cap:
