@@ -68,6 +68,8 @@ def _depth_exceeded(doc) -> bool:
 def _first_syntax_error(data: bytes, exc: Exception) -> BatchError:
     """The error that a single left-to-right reading meets first: too_deep or malformed_json."""
     deep_at = _too_deep_offset(data)
+    if deep_at is not None and data[:deep_at].rstrip(b" \t\r\n")[-1:] not in (b"[", b",", b":"):
+        deep_at = None  # a bracket cannot stand there: the text is malformed before that depth
     if deep_at is not None:
         try:
             _json.decode(data[:deep_at])

@@ -66,3 +66,12 @@ def test_mutated_protobuf_batches(data):
 def test_any_bytes(data):
     agree(data, "json")
     agree(data, "protobuf")
+
+
+def test_malformed_before_too_deep():
+    """Found by fuzzing: a broken literal just before the level-65 bracket is malformed_json."""
+    head = b'{"pid":1,"uid":"u","now":1,"pl":[{"euid":"e","ea":20,"t":1,"ac":"a.b","pr":{"x":'
+    data = head + b"[" * 60 + b"t[]" + b"]" * 60 + b"}}]}"
+    assert agree(data) == ("batch_error", "malformed_json")
+    deep = head + b"[" * 60 + b"[]" + b"]" * 60 + b"}}]}"
+    assert agree(deep) == ("batch_error", "too_deep")
