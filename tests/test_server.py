@@ -342,3 +342,35 @@ def test_health_and_reflection(tmp_path):
                 await stopping
 
     run(main())
+
+
+def test_metrics_endpoint(tmp_path):
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def main():
+        async with Running(tmp_path, metrics_listen=f"127.0.0.1:{port}") as srv, Client(srv.target) as client:
+            await client.send(batch(extra=[{"euid": "x", "ea": 3, "t": 1}]))
+            text = await asyncio.to_thread(
+                lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode())
+        assert 'collector_events_total{outcome="accepted",reason=""} 3.0' in text
+        assert 'collector_events_total{outcome="rejected",reason="unknown_action"} 1.0' in text
+        assert "collector_log_fsync_seconds_count" in text and "collector_batch_decode_seconds" in text
+
+    run(main())
+
+
+def test_configuration_file_environment_and_flags(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('listen = "127.0.0.1:7000"\n[limits]\nmax_streams = 3\n[rules.8]\ndeny = ["touch.*"]\n')
+    cfg = configuration.load(str(path), environ={"COLLECTOR_LIMITS_MAX_STREAMS": "5",
+                                                 "COLLECTOR_DATA_DIR": "/srv/d"}, listen="127.0.0.1:7001")
+    assert (cfg.listen, cfg.limits.max_streams, cfg.data_dir) == ("127.0.0.1:7001", 5, "/srv/d")
+    assert cfg.rules["8"].deny == ["touch.*"] and cfg.log.fsync is True
+    (tmp_path / "bad.toml").write_text("[limits]\nmax_streams = 'many'\n")
+    with pytest.raises(ValueError):
+        configuration.load(str(tmp_path / "bad.toml"), environ={})
