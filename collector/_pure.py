@@ -72,7 +72,7 @@ def _first_syntax_error(data: bytes, exc: Exception) -> BatchError:
         deep_at = None  # a bracket cannot stand there: the text is malformed before that depth
     if deep_at is not None:
         try:
-            _json.decode(data[:deep_at])
+            _json.decode(data[:deep_at] + b"    ")  # spaces: a cut literal must show as wrong
         except msgspec.DecodeError as prefix_exc:
             if "truncated" in str(prefix_exc):
                 return BatchError(

@@ -73,5 +73,7 @@ def test_malformed_before_too_deep():
     head = b'{"pid":1,"uid":"u","now":1,"pl":[{"euid":"e","ea":20,"t":1,"ac":"a.b","pr":{"x":'
     data = head + b"[" * 60 + b"t[]" + b"]" * 60 + b"}}]}"
     assert agree(data) == ("batch_error", "malformed_json")
+    cut = head + b"[" * 59 + b"n[[]" + b"]" * 60 + b"}}]}"
+    assert agree(cut) == ("batch_error", "malformed_json")
     deep = head + b"[" * 60 + b"[]" + b"]" * 60 + b"}}]}"
     assert agree(deep) == ("batch_error", "too_deep")
