@@ -29,6 +29,7 @@ from .v1 import collector_pb2_grpc as pb_grpc
 log = logging.getLogger("collector.server")
 
 _events = msgspec.json.Decoder(NormalizedEvent)
+STREAM_WINDOW = 32  # batches of one IngestStream worked on at once
 SERVICES = (
     pb.DESCRIPTOR.services_by_name["Collector"].full_name,
     pb.DESCRIPTOR.services_by_name["Events"].full_name,
@@ -88,13 +89,44 @@ class CollectorServicer(pb_grpc.CollectorServicer):
         except Refused as exc:
             await context.abort(exc.status, exc.reply.detail)
         with service.streams:
-            async for request in request_iterator:
+            # Batches of one stream are worked on together (up to `STREAM_WINDOW`), so that
+            # they share group commits; each reply names its batch_id and goes out when ready.
+            replies: asyncio.Queue = asyncio.Queue()
+            window = asyncio.Semaphore(STREAM_WINDOW)
+
+            async def one(request):
                 try:
                     reply = await service.pipeline.ingest(request, allowed, key)
                 except Refused as exc:  # answers this batch; the stream stays open
                     reply = exc.reply
                     reply.batch_id = request.batch_id
-                yield reply
+                except Exception as exc:  # noqa: BLE001 - a bug must not lose the stream's other replies
+                    log.exception("ingest failed")
+                    reply = pb.IngestReply(batch_id=request.batch_id, detail=f"internal error: {exc}",
+                                           status=grpc.StatusCode.INTERNAL.value[0])
+                finally:
+                    window.release()
+                await replies.put(reply)
+
+            async def read():
+                tasks = set()
+                try:
+                    async for request in request_iterator:
+                        await window.acquire()
+                        task = asyncio.ensure_future(one(request))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+                    if tasks:
+                        await asyncio.gather(*tasks)
+                finally:
+                    await replies.put(None)
+
+            reader = asyncio.ensure_future(read())
+            try:
+                while (reply := await replies.get()) is not None:
+                    yield reply
+            finally:
+                reader.cancel()
 
 
 class EventsServicer(pb_grpc.EventsServicer):
