@@ -1,66 +1,268 @@
-"""Fuzz the native decoder: any bytes, both formats; only BatchError may come out, and the
-pure twin must agree.
+#!/usr/bin/env python3
+"""Fuzz the native decoder (`collector._native`): any bytes, both formats.
 
-    python tests/fuzz_native.py --seconds 600            # seeded random mutations
-    python tests/fuzz_native.py --atheris [libFuzzer args]   # coverage-guided, with atheris
+An input's first byte chooses the format (even: "json", odd: "protobuf"), the rest is the batch.
+For each input the native decoder must either return a `Decoded` whose `.to_jsonl()` and
+`.events` work, or raise `collector.BatchError`; anything else is a finding. For a cheap subset
+of inputs (all up to FUZZ_COMPARE_MAX bytes, 1 in 16 of the larger ones) the pure twin must
+give the same outcome: the same events (as parsed JSON), the same rejections and project id,
+or the same batch error code. Memory errors only show with a sanitizer build: see tests/fuzz.sh.
 
-Seeds are the conformance vectors (as JSON and as protobuf). A failure prints the input (hex).
+    python tests/fuzz_native.py [atheris/libFuzzer args] [corpus dirs]   # coverage-guided (atheris)
+    python tests/fuzz_native.py --seconds 60 [--seed 1]    # no atheris: seeded random mutations
+    python tests/fuzz_native.py --make-seeds DIR           # the seed inputs (tests/vectors, both formats)
+    python tests/fuzz_native.py --make-dict FILE           # a libFuzzer dictionary (keys, tokens)
+    python tests/fuzz_native.py --leak-check [--rounds N] [DIR ...]   # memory stays flat over many decodes
+
+Environment:
+    FUZZ_COMPARE=small|all|none   which inputs are checked against the pure twin (default small)
+    FUZZ_COMPARE_MAX=4096         "small" means up to this many bytes
+    FUZZ_PY_COVERAGE=0|1          also give atheris coverage of collector's Python code (the pure
+                                  twin's paths); default: 1 unless the native module is itself
+                                  built with sanitizer coverage
 """
 
-import argparse
 import base64
+import hashlib
 import json
+import os
 import pathlib
 import random
 import sys
 import time
+import zlib
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+HERE = pathlib.Path(__file__).resolve().parent
+if not any(pathlib.Path(p or ".").resolve() == HERE.parent for p in sys.path):
+    sys.path.append(str(HERE.parent))  # last: PYTHONPATH (an instrumented build) comes first
 
-import collector  # noqa: E402
-from collector import _native, _pure  # noqa: E402
+VECTORS = HERE / "vectors"
+RECEIVED = 1765000000000
+JSON, PROTOBUF = 0, 1  # the first byte's low bit
 
-VECTORS = pathlib.Path(__file__).parent / "vectors"
-TOKENS = [b"[", b"{", b"}", b"]", b'"', b"\\", b"\\u", b"\\ud800", b"\xff", b"\xc3", b"\xed\xa0\x80",
-          b"1e999", b"-", b",", b":", b"\x00", b"\x80", b"9" * 25, b"null", b"true", b'"pl":',
-          b'"pr":{"a":1,"a":2}', b'"ea":20', b'"ac":"a.b"', b"\x0a", b"\x12\x00", b"\xff\xff\xff\xff\x0f"]
+_MODE = sys.argv[1] if len(sys.argv) > 1 else ""
+# run as a script: atheris unless the first argument is one of the "--" modes below
+_ATHERIS = __name__ == "__main__" and (not _MODE.startswith("--") or _MODE == "--atheris")
 
 
-def seeds() -> list[tuple[str, bytes]]:
-    out = []
+def _native_has_coverage() -> bool:
+    import importlib.util
+
+    spec = importlib.util.find_spec("collector._native")
+    if spec is None or not spec.origin:
+        return False
+    return b"__sanitizer_cov_8bit_counters_init" in pathlib.Path(spec.origin).read_bytes()
+
+
+if _ATHERIS:
+    import atheris
+
+    _py_cov = os.environ.get("FUZZ_PY_COVERAGE")
+    if _py_cov is None:
+        _py_cov = "0" if _native_has_coverage() else "1"
+    if _py_cov == "1":
+        with atheris.instrument_imports(include=["collector"]):
+            import collector
+            from collector import _native, _pure
+    else:
+        import collector
+        from collector import _native, _pure
+else:
+    import collector
+    from collector import _pure
+
+    try:
+        from collector import _native
+    except ImportError:  # tests/test_fuzz.py skips; the CLI modes say so
+        _native = None
+
+BatchError = collector.BatchError
+COMPARE = os.environ.get("FUZZ_COMPARE", "small")
+COMPARE_MAX = int(os.environ.get("FUZZ_COMPARE_MAX", "4096"))
+
+
+class Disagreement(AssertionError):
+    """The native decoder and the pure twin disagree on an input."""
+
+
+# ----------------------------------------------------------------------------- one input
+
+
+def split(data: bytes) -> tuple[str, bytes]:
+    """A fuzz input as (format, batch)."""
+    return ("protobuf" if data[0] & 1 else "json"), data[1:]
+
+
+def join(fmt: str, batch: bytes) -> bytes:
+    return bytes([PROTOBUF if fmt == "protobuf" else JSON]) + batch
+
+
+def native_outcome(batch: bytes, fmt: str):
+    """The native decoder's outcome, as plain values; only BatchError may come out of it."""
+    try:
+        d = _native.decode(batch, fmt, RECEIVED)
+    except BatchError as exc:
+        return ("batch_error", exc.code)
+    jsonl = d.to_jsonl()
+    events = d.events  # the lazily built objects: the output must be valid JSON of the schema
+    lines = jsonl.splitlines()
+    if len(events) != len(lines) or (jsonl and not jsonl.endswith(b"\n")):
+        raise Disagreement(f"{len(events)} events from {len(lines)} lines of JSON Lines")
+    return ("ok", [json.loads(line) for line in lines], [(i, r) for i, r in d.rejected], d.project_id)
+
+
+def pure_outcome(batch: bytes, fmt: str):
+    try:
+        d = _pure.decode(batch, fmt, RECEIVED)
+    except BatchError as exc:
+        return ("batch_error", exc.code)
+    lines = d.to_jsonl().splitlines()
+    return ("ok", [json.loads(line) for line in lines], [(i, r) for i, r in d.rejected], d.project_id)
+
+
+def should_compare(batch: bytes) -> bool:
+    if COMPARE == "all":
+        return True
+    if COMPARE == "none":
+        return False
+    return len(batch) <= COMPARE_MAX or zlib.crc32(batch) % 16 == 0
+
+
+def check(batch: bytes, fmt: str, compare: bool | None = None):
+    """One batch: the native decoder survives it (and, if `compare`, says what the pure one
+    says). Returns the native outcome."""
+    native = native_outcome(batch, fmt)
+    if compare is None:
+        compare = should_compare(batch)
+    if compare:
+        pure = pure_outcome(batch, fmt)
+        if native != pure:
+            raise Disagreement(
+                f"{fmt} batch {batch!r}\n  native: {_short(native)}\n  pure:   {_short(pure)}"
+            )
+    return native
+
+
+def _short(outcome) -> str:
+    text = repr(outcome)
+    return text if len(text) < 2000 else text[:2000] + "..."
+
+
+def TestOneInput(data: bytes) -> None:
+    if not data:
+        return
+    fmt, batch = split(data)
+    check(batch, fmt)
+
+
+# ----------------------------------------------------------------------------------- seeds
+
+
+def _vector_batches():
     for path in sorted(VECTORS.glob("*.json")):
         v = json.loads(path.read_text())
         data = base64.b64decode(v["batch_base64"]) if "batch_base64" in v else v["batch"].encode()
-        if len(data) > 20000:
-            continue
-        out.append(("json", data))
-        try:
-            out.append(("protobuf", collector.json_to_protobuf(data)))
-        except ValueError:
-            pass
-    return out
+        yield path.stem, data
 
 
-def outcome(impl, data: bytes, fmt: str):
-    try:
-        d = impl.decode(data, fmt, 1)
-    except collector.BatchError as exc:
-        return ("error", exc.code)
-    return ("ok", [json.loads(x) for x in d.to_jsonl().splitlines()], d.rejected)
+def _synthetic():
+    """Small batches that reach the limits: MAX_EVENTS (+1) events, a 64-deep params."""
+    head = b'{"pid":1,"uid":"u","now":5,"pl":['
+    ev = b'{"euid":"e","ea":0,"t":1}'
+    yield "events_1000", head + b",".join([ev] * 1000) + b"]}"
+    yield "events_1001", head + b",".join([b"{}"] * 1001) + b"]}"
+    deep = b'{"a":' * 61 + b"1" + b"}" * 61
+    yield "params_depth_64", head + b'{"euid":"e","ea":20,"t":1,"ac":"a.b","pr":' + deep + b"}]}"
+    yield "params_depth_65", head + b'{"euid":"e","ea":20,"t":1,"ac":"a.b","pr":{"x":' + deep + b"}}]}"
+    yield "dup_params", head + (b'{"euid":"e","ea":20,"t":1,"ac":"a.b","pr":{"a":1,"b":[1e999],"a":2}},'
+                                b'{"euid":"f","ea":20,"t":1,"ac":"a.b","pr":{"a":1,"b":{"c":[1,2]},"a":{"x":null}}}]}')
+    url = b"https://x.example/p?a=1&title=" + b"%E2%82%AC+%ff%41" * 40 + b"#frag"
+    yield "long_url", head + b'{"euid":"e","ea":4,"t":1,"url":"' + url + b'"},{"euid":"f","ea":4,"t":2,"url":"' + url + b'"}]}'
+    yield "long_number", head + b'{"euid":"e","ea":16,"t":1,"tr":{"vl":' + b"1" * 80 + b".5e-3,\"cu\":978}}]}"
 
 
-def check(data: bytes, fmt: str) -> None:
-    """One input: the native decoder survives it and says what the pure one says."""
-    native = outcome(_native, data, fmt)
-    if native[0] == "ok":
-        _native.decode(data, fmt, 1).events  # the lazily built objects too
-    assert native == outcome(_pure, data, fmt), (fmt, data.hex())
+def _too_many_protobuf() -> bytes:
+    """A protobuf batch of MAX_EVENTS + 1 empty events (its JSON form is refused as a whole, so
+    json_to_protobuf cannot make it)."""
+    head = b'{"pid":1,"uid":"u","now":5,"pl":['
+    one = collector.json_to_protobuf(head + b"{}]}")
+    two = collector.json_to_protobuf(head + b"{},{}]}")
+    return two + (len(two) - len(one) and two[len(one):]) * 999
+
+
+_SEEDS = None
+
+
+def seeds() -> list[tuple[str, str, bytes]]:
+    """(name, format, batch): the vectors' batches (up to 20 kB) and the synthetic ones, as JSON
+    and, where they have one, as their protobuf form (`collector.json_to_protobuf`)."""
+    global _SEEDS
+    if _SEEDS is None:
+        out = []
+        vectors = [(n, d) for n, d in _vector_batches() if len(d) <= 20000]
+        for name, data in [*vectors, *_synthetic()]:
+            out.append((name, "json", data))
+            try:
+                out.append((name, "protobuf", collector.json_to_protobuf(data)))
+            except ValueError:  # refused as a whole, or a value protobuf cannot carry
+                pass
+        out.append(("events_1001", "protobuf", _too_many_protobuf()))
+        _SEEDS = out
+    return _SEEDS
+
+
+def make_seeds(directory: str) -> int:
+    d = pathlib.Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    for name, fmt, batch in seeds():
+        data = join(fmt, batch)
+        (d / f"{name}.{'pb' if fmt == 'protobuf' else 'json'}").write_bytes(data)
+    return len(seeds())
+
+
+def make_dict(path: str) -> None:
+    """A libFuzzer dictionary: every key the spec knows, JSON tokens, tricky escapes."""
+    from collector import spec
+
+    keys = set()
+
+    def walk(fields):
+        for f in fields:
+            keys.add(f.key)
+            walk(f.fields)
+
+    walk(spec.HEADER)
+    walk(spec.COMMON)
+    for _, fields, _ in spec.ACTIONS.values():
+        walk(fields)
+    tokens = [f'"{k}":' for k in sorted(keys)]
+    tokens += ["null", "true", "false", "-0", "1e999", "-1e999", "9223372036854775807",
+               "9223372036854775808", "-9223372036854775809", "0.75", "1.5e-3", '"a.b"',
+               "\\u0000", "\\ud800", "\\udc00", "\\ud83d\\ude00", "\\\\", '\\"', "\\u00e9",
+               "%E2%82%AC", "%ff", "?title=", "&title=", "#", "+", "\xc3\xa9", "\xed\xa0\x80",
+               "\xf0\x9f\x98\x80", "\xff"]
+    lines = []
+    for t in tokens:
+        esc = "".join(c if 0x20 <= ord(c) < 0x7F and c not in '"\\' else f"\\x{ord(c):02x}"
+                      for c in t)
+        lines.append(f'"{esc}"')
+    pathlib.Path(path).write_text("\n".join(lines) + "\n")
+
+
+# ---------------------------------------------------- seeded mutations (no atheris needed)
+
+TOKENS = [b"[", b"{", b"}", b"]", b'"', b"\\", b"\\u", b"\\ud800", b"\\udc00", b"\xff", b"\xc3",
+          b"\xed\xa0\x80", b"1e999", b"-", b",", b":", b"\x00", b"\x80", b"9" * 25, b"null",
+          b"true", b'"pl":', b'"pr":{"a":1,"a":2}', b'"ea":20', b'"ac":"a.b"', b'"ea":16',
+          b'"tr":{"vl":1,"cu":978}', b'"url":"?title=%E2%82%AC+x"', b"\x0a", b"\x12\x00",
+          b"\xff\xff\xff\xff\x0f", b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", b"\x09",
+          b"\x11", b"\x22\x00", b"\x2a\x00", b"\x3a\x04\x0a\x02\x0a\x00"]
 
 
 def mutate(r: random.Random, data: bytes) -> bytes:
     buf = bytearray(data)
     for _ in range(r.randint(1, 6)):
-        op = r.randrange(5)
+        op = r.randrange(7)
         pos = r.randint(0, len(buf))
         if op == 0 and buf:
             buf[min(pos, len(buf) - 1)] = r.randrange(256)
@@ -70,46 +272,138 @@ def mutate(r: random.Random, data: bytes) -> bytes:
             del buf[pos : pos + r.randint(1, 16)]
         elif op == 3:
             del buf[pos:]
-        else:
+        elif op == 4:
             end = min(len(buf), pos + r.randint(1, 64))
             buf[pos:pos] = buf[pos:end]
+        elif op == 5 and buf:  # flip a bit
+            i = min(pos, len(buf) - 1)
+            buf[i] ^= 1 << r.randrange(8)
+        elif buf:  # a varint-ish length or count nudged
+            i = min(pos, len(buf) - 1)
+            buf[i] = (buf[i] + r.choice((-1, 1, 2, 64, 127, 128))) & 0xFF
     return bytes(buf)
 
 
-def run(seconds: float = 0, count: int = 0, seed: int = 1) -> int:
+def corpus_inputs(directory) -> list[bytes]:
+    d = pathlib.Path(directory)
+    return [p.read_bytes() for p in sorted(d.iterdir()) if p.is_file()] if d.is_dir() else []
+
+
+def run(seconds: float = 0, count: int = 0, seed: int = 1, corpus=(HERE / "fuzz_corpus",),
+        compare: bool | None = True) -> int:
+    """The seeds, the corpus files, then seeded random mutations of them: `count` inputs in all,
+    or for `seconds`. Returns how many inputs were run."""
     r = random.Random(seed)
-    pool = seeds()
-    for fmt, data in pool:
-        check(data, fmt)
+    pool = [(fmt, batch) for _, fmt, batch in seeds()]
+    for d in corpus:
+        pool += [split(data) for data in corpus_inputs(d) if data]
+    for fmt, batch in pool:
+        check(batch, fmt, compare)
     done = len(pool)
     deadline = time.monotonic() + seconds
     while (count and done < count) or (seconds and time.monotonic() < deadline):
-        fmt, data = r.choice(pool)
-        check(mutate(r, data), fmt)
+        fmt, batch = r.choice(pool)
+        if r.random() < 0.05:
+            fmt = "json" if fmt == "protobuf" else "protobuf"
+        check(mutate(r, batch), fmt, compare)
         done += 1
     return done
 
 
-def atheris_main(argv) -> None:
-    import atheris
+# ------------------------------------------------------------------------------ leak check
 
-    def one(data: bytes) -> None:
-        if data:
-            check(data[1:], "json" if data[0] & 1 else "protobuf")
 
-    atheris.Setup(argv, one)
-    atheris.Fuzz()
+def _rss_kib() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+
+
+def leak_check(dirs, rounds: int = 200, seed: int = 3) -> bool:
+    """Decode the same inputs (corpus files, seeds and fixed mutations of them) `rounds` times:
+    the process's resident memory and Python's allocated blocks must stay flat after a warm-up."""
+    import gc
+
+    r = random.Random(seed)
+    pool = [(fmt, batch) for _, fmt, batch in seeds()]
+    for d in dirs:
+        pool += [split(data) for data in corpus_inputs(d) if data]
+    pool += [(fmt, mutate(r, batch)) for fmt, batch in pool for _ in range(3)]
+
+    def one_round():
+        for fmt, batch in pool:
+            try:
+                d = _native.decode(batch, fmt, RECEIVED)
+            except BatchError:
+                continue
+            d.to_jsonl()
+            d.events
+
+    for _ in range(5):  # warm-up: caches, arenas, the allocator's high-water mark
+        one_round()
+    gc.collect()
+    rss0, blocks0 = _rss_kib(), sys.getallocatedblocks()
+    t0 = time.monotonic()
+    marks = []
+    for i in range(rounds):
+        one_round()
+        if (i + 1) % max(1, rounds // 10) == 0:
+            gc.collect()
+            marks.append((i + 1, _rss_kib() - rss0, sys.getallocatedblocks() - blocks0))
+    decodes = rounds * len(pool)
+    rss_growth = marks[-1][1]
+    block_growth = marks[-1][2]
+    print(f"leak check: {len(pool)} inputs x {rounds} rounds = {decodes} decodes in "
+          f"{time.monotonic() - t0:.0f} s; RSS growth {rss_growth} KiB, Python blocks growth "
+          f"{block_growth}")
+    for n, rss, blocks in marks:
+        print(f"  after {n:5d} rounds: RSS {rss:+6d} KiB, blocks {blocks:+d}")
+    # a leak of one small allocation per decode would be `decodes` blocks / >= 16 bytes each
+    ok = rss_growth < max(2048, decodes * 16 // 1024 // 4) and block_growth < max(1000, decodes // 100)
+    print("leak check:", "flat" if ok else "GROWING: a leak")
+    return ok
+
+
+# ------------------------------------------------------------------------------------ main
+
+
+def main(argv) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float)
+    p.add_argument("--count", type=int, default=0)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--make-seeds", metavar="DIR")
+    p.add_argument("--make-dict", metavar="FILE")
+    p.add_argument("--leak-check", action="store_true")
+    p.add_argument("--rounds", type=int, default=200)
+    p.add_argument("dirs", nargs="*")
+    args = p.parse_args(argv)
+    if args.make_seeds:
+        print(f"{make_seeds(args.make_seeds)} seeds written to {args.make_seeds}")
+        return 0
+    if args.make_dict:
+        make_dict(args.make_dict)
+        return 0
+    if _native is None:
+        print("collector._native is not built", file=sys.stderr)
+        return 2
+    print(f"native decoder: {_native.__file__}", file=sys.stderr)
+    if args.leak_check:
+        return 0 if leak_check(args.dirs or [HERE / "fuzz_corpus"], args.rounds, args.seed) else 1
+    started = time.monotonic()
+    n = run(seconds=args.seconds or 0, count=args.count, seed=args.seed,
+            corpus=[HERE / "fuzz_corpus", *args.dirs], compare=None)
+    print(f"{n} inputs in {time.monotonic() - started:.0f} s: no crash, no disagreement")
+    return 0
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seconds", type=float, default=60)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--atheris", action="store_true")
-    args, rest = p.parse_known_args()
-    if args.atheris:
-        atheris_main([sys.argv[0], *rest])
+    if _ATHERIS:
+        argv = [a for a in sys.argv if a != "--atheris"]
+        print(f"native decoder: {_native.__file__} (coverage: {_native_has_coverage()}); "
+              f"python coverage: {_py_cov == '1'}; compare: {COMPARE}", file=sys.stderr)
+        atheris.Setup(argv, TestOneInput)
+        atheris.Fuzz()
     else:
-        started = time.monotonic()
-        n = run(seconds=args.seconds, seed=args.seed)
-        print(f"{n} inputs in {time.monotonic() - started:.0f} s: no crash, no disagreement")
+        sys.exit(main(sys.argv[1:]))
