@@ -1070,7 +1070,7 @@ cdef int skip_value(Parser* p, int depth, uint8_t* pflags) except -2:
             if skip_ws(p) and pflags != NULL:
                 pflags[0] |= P_DIRTY
         if pflags != NULL:
-            if has_repeat(p.hashes + base, p.nhash - base):
+            if p.nhash - base > 1 and has_repeat(p.hashes + base, p.nhash - base):
                 pflags[0] |= P_DUP
             p.nhash = base
         return 0
@@ -1561,7 +1561,7 @@ cdef int pb_object(Parser* p, Py_ssize_t pos, Py_ssize_t end, int depth, uint8_t
                 p.pos = there
         push_hash(p, fnv1a(p.s + ks, ke - ks))
         p.pos = here
-    if has_repeat(p.hashes + base, p.nhash - base):
+    if p.nhash - base > 1 and has_repeat(p.hashes + base, p.nhash - base):
         pflags[0] |= P_DUP
     p.nhash = base
     return 0

@@ -9,6 +9,8 @@ give the same outcome: the same events (as parsed JSON), the same rejections and
 or the same batch error code. Memory errors only show with a sanitizer build: see tests/fuzz.sh.
 
     python tests/fuzz_native.py [atheris/libFuzzer args] [corpus dirs]   # coverage-guided (atheris)
+        (libFuzzer writes new inputs to the first directory; when that is tests/fuzz_corpus,
+        $FUZZ_SCRATCH, default /tmp/fuzz_native_corpus, is put before it)
     python tests/fuzz_native.py --seconds 60 [--seed 1]    # no atheris: seeded random mutations
     python tests/fuzz_native.py --make-seeds DIR           # the seed inputs (tests/vectors, both formats)
     python tests/fuzz_native.py --make-dict FILE           # a libFuzzer dictionary (keys, tokens)
@@ -46,12 +48,14 @@ _ATHERIS = __name__ == "__main__" and (not _MODE.startswith("--") or _MODE == "-
 
 
 def _native_has_coverage() -> bool:
-    import importlib.util
-
-    spec = importlib.util.find_spec("collector._native")
-    if spec is None or not spec.origin:
-        return False
-    return b"__sanitizer_cov_8bit_counters_init" in pathlib.Path(spec.origin).read_bytes()
+    """Whether the collector._native that will be imported is built with sanitizer coverage
+    (found along sys.path without importing collector, which atheris may yet instrument)."""
+    for entry in sys.path:
+        package = pathlib.Path(entry or ".") / "collector"
+        if (package / "__init__.py").is_file():
+            return any(b"__sanitizer_cov_8bit_counters_init" in so.read_bytes()
+                       for so in package.glob("_native*.so"))
+    return False
 
 
 if _ATHERIS:
@@ -401,6 +405,13 @@ def main(argv) -> int:
 if __name__ == "__main__":
     if _ATHERIS:
         argv = [a for a in sys.argv if a != "--atheris"]
+        dirs = [i for i, a in enumerate(argv[1:], 1) if not a.startswith("-")]
+        if dirs and pathlib.Path(argv[dirs[0]]).resolve() == HERE / "fuzz_corpus":
+            # libFuzzer adds new inputs to its first directory: keep the curated seeds clean
+            scratch = os.environ.get("FUZZ_SCRATCH", "/tmp/fuzz_native_corpus")
+            os.makedirs(scratch, exist_ok=True)
+            argv.insert(dirs[0], scratch)
+            print(f"new inputs go to {scratch} (FUZZ_SCRATCH), not tests/fuzz_corpus", file=sys.stderr)
         print(f"native decoder: {_native.__file__} (coverage: {_native_has_coverage()}); "
               f"python coverage: {_py_cov == '1'}; compare: {COMPARE}", file=sys.stderr)
         atheris.Setup(argv, TestOneInput)
