@@ -43,6 +43,17 @@ def _api_key(context) -> str | None:
     return None
 
 
+async def _open_stream(service: "Service", context):
+    """A streaming call may start: (API key, projects it may use), or the call is aborted."""
+    if service.streams.full():
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many open streams")
+    key = _api_key(context)
+    try:
+        return key, service.pipeline.projects_for(key)
+    except Refused as exc:
+        await context.abort(exc.status, exc.reply.detail)
+
+
 class _Streams:
     """Counts open streaming calls against the limit."""
 
@@ -81,13 +92,7 @@ class CollectorServicer(pb_grpc.CollectorServicer):
 
     async def IngestStream(self, request_iterator, context):
         service = self.service
-        if service.streams.full():
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many open streams")
-        key = _api_key(context)
-        try:
-            allowed = service.pipeline.projects_for(key)
-        except Refused as exc:
-            await context.abort(exc.status, exc.reply.detail)
+        key, allowed = await _open_stream(service, context)
         with service.streams:
             # Batches of one stream are worked on together (up to `STREAM_WINDOW`), so that
             # they share group commits; each reply names its batch_id and goes out when ready.
@@ -135,13 +140,7 @@ class EventsServicer(pb_grpc.EventsServicer):
 
     async def Subscribe(self, request, context):
         service = self.service
-        if service.streams.full():
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many open streams")
-        key = _api_key(context)
-        try:
-            allowed = service.pipeline.projects_for(key)
-        except Refused as exc:
-            await context.abort(exc.status, exc.reply.detail)
+        key, allowed = await _open_stream(service, context)
         projects = set(request.project_ids)
         if allowed is not None:
             if projects - allowed:

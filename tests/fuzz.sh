@@ -14,6 +14,7 @@
 #                                        # LeakSanitizer finds nothing lost over the corpus
 #   tests/fuzz.sh repro FILE...          # run inputs once under the sanitizers (crash-* files)
 #   tests/fuzz.sh min FILE               # minimise a crashing input (libFuzzer -minimize_crash)
+#   tests/fuzz.sh cov                    # which native functions the corpus reaches
 #   tests/fuzz.sh all [SECONDS]          # build, run, leak
 #
 # Needs clang (apt-get install -y clang) and atheris (pip install atheris). Work files (the
@@ -28,9 +29,8 @@ WORK=${FUZZ_WORK:-/tmp/fuzzwork}
 PY=$(python3 -c 'import sys; print(sys.executable)')   # the real interpreter, not a shim
 ATHERIS=$("$PY" -c 'import atheris; print(atheris.path())')
 export PATH="$(dirname "$PY"):$PATH"   # libFuzzer re-runs the script itself (-minimize_crash, -fork)
-# Every UBSan check aborts, except pointer-overflow, which is recoverable so that one known,
-# harmless report can be suppressed (see ubsan.supp below; FUZZ_STRICT=1 drops the suppression).
-SAN="-fsanitize=address,undefined,fuzzer-no-link -fno-sanitize-recover=undefined -fsanitize-recover=pointer-overflow"
+# every UBSan report aborts, like an ASan one
+SAN="-fsanitize=address,undefined,fuzzer-no-link -fno-sanitize-recover=undefined"
 
 build() {
     command -v clang >/dev/null || { echo "clang is missing: apt-get install -y clang" >&2; exit 2; }
@@ -56,22 +56,10 @@ build() {
     echo "instrumented: $so"
 }
 
-suppressions() {
-    mkdir -p "$WORK"
-    if [ "${FUZZ_STRICT:-0}" = 1 ]; then : >"$WORK/ubsan.supp"; return; fi
-    cat >"$WORK/ubsan.supp" <<'EOF'
-# Known, reported, harmless: pb_object (native/_native.pyx, `has_repeat(p.hashes + base, ...)`)
-# computes NULL + 0 when a protobuf Object has no members before any key was hashed
-# (tests/fuzz_corpus/ub_pb_empty_params.pb). Undefined in C, no memory is touched.
-pointer-overflow:__pyx_f_9collector_7_native_pb_object
-EOF
-}
-
 sanitized() {  # run a command with the sanitizer runtime and the instrumented copy
-    suppressions
     LD_PRELOAD="$ATHERIS/asan_with_fuzzer.so" \
     ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0:allocator_may_return_null=1:detect_stack_use_after_return=1:strict_string_checks=1:check_initialization_order=1}" \
-    UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:suppressions=$WORK/ubsan.supp}" \
+    UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}" \
     ASAN_SYMBOLIZER_PATH=$(command -v llvm-symbolizer || true) \
     PYTHONMALLOC=malloc PYTHONPATH="$BUILD" FUZZ_COMPARE="${FUZZ_COMPARE:-small}" \
         "$@"
@@ -111,6 +99,15 @@ repro() {
     sanitized "$PY" "$REPO/tests/fuzz_native.py" -runs=1 "$@"
 }
 
+coverage() {  # which functions of the native decoder the corpus reaches (libFuzzer's report)
+    seeds
+    sanitized "$PY" "$REPO/tests/fuzz_native.py" -runs=0 -print_coverage=1 \
+        "$WORK/corpus" "$WORK/seeds" "$REPO/tests/fuzz_corpus" >"$WORK/coverage.log" 2>&1
+    grep -E "INITED" "$WORK/coverage.log" | tail -n 1
+    grep -E "^(COVERED|UNCOVERED)_FUNC" "$WORK/coverage.log" | grep "_native.pyx\|_native.c" \
+        | grep -v "__pyx_pw_\|__pyx_pymod\|__Pyx_\|__pyx_tp_\|__pyx_unpickle" || true
+}
+
 minimize() {
     sanitized "$PY" "$REPO/tests/fuzz_native.py" -minimize_crash=1 -max_total_time=120 \
         -exact_artifact_path="$WORK/artifacts/minimized" "$1"
@@ -124,6 +121,7 @@ case "$cmd" in
     run) run "$@" ;;
     leak) leak "$@" ;;
     repro) repro "$@" ;;
+    cov) coverage ;;
     min) minimize "$@" ;;
     all) build; run "${1:-600}"; leak ;;
     *) sed -n '2,25p' "$0"; exit 2 ;;

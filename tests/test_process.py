@@ -164,7 +164,7 @@ def test_flood_memory_stays_bounded(server):
     final = srv.rss_peak_kb()
     assert "logged" in outcomes
     # 640 MB thrown at it; three times more traffic after the first waves hardly moves the peak
-    assert final - settled < 200_000, (baseline, settled, final)
+    assert final - settled < 300_000, (baseline, settled, final)
     assert final - baseline < 450_000, (baseline, settled, final)
     assert srv.kill(signal.SIGTERM) == 0
 
