@@ -14,7 +14,7 @@
 #                                        # LeakSanitizer finds nothing lost over the corpus
 #   tests/fuzz.sh repro FILE...          # run inputs once under the sanitizers (crash-* files)
 #   tests/fuzz.sh min FILE               # minimise a crashing input (libFuzzer -minimize_crash)
-#   tests/fuzz.sh cov                    # which native functions the corpus reaches
+#   tests/fuzz.sh cov                    # which .pyx lines the corpus reaches (a gcov build)
 #   tests/fuzz.sh all [SECONDS]          # build, run, leak
 #
 # Needs clang (apt-get install -y clang) and atheris (pip install atheris). Work files (the
@@ -99,13 +99,40 @@ repro() {
     sanitized "$PY" "$REPO/tests/fuzz_native.py" -runs=1 "$@"
 }
 
-coverage() {  # which functions of the native decoder the corpus reaches (libFuzzer's report)
+coverage() {  # .pyx line coverage of the decoder by the corpus: a gcc --coverage -O0 build
+    local cov="$WORK/gcovbuild"
     seeds
-    sanitized "$PY" "$REPO/tests/fuzz_native.py" -runs=0 -print_coverage=1 \
-        "$WORK/corpus" "$WORK/seeds" "$REPO/tests/fuzz_corpus" >"$WORK/coverage.log" 2>&1
-    grep -E "INITED" "$WORK/coverage.log" | tail -n 1
-    grep -E "^(COVERED|UNCOVERED)_FUNC" "$WORK/coverage.log" | grep "_native.pyx\|_native.c" \
-        | grep -v "__pyx_pw_\|__pyx_pymod\|__Pyx_\|__pyx_tp_\|__pyx_unpickle" || true
+    rm -rf "$cov"
+    mkdir -p "$cov"
+    tar -C "$REPO" --exclude='*.so' --exclude='native/_native.c' --exclude='__pycache__' \
+        -cf - collector native proto setup.py pyproject.toml | tar -C "$cov" -xf -
+    sed -i 's/"-O3"/"-O0"/' "$cov/setup.py"   # the copy only: lines map back to the .pyx
+    (cd "$cov" && CC=gcc LDSHARED="gcc -shared" CFLAGS="--coverage -O0 -g" LDFLAGS="--coverage" \
+        "$PY" setup.py build_ext --inplace >"$cov/build.log" 2>&1)
+    PYTHONPATH="$cov" FUZZ_COMPARE=none "$PY" "$REPO/tests/fuzz_native.py" --replay \
+        "$WORK/corpus" "$WORK/seeds" "$REPO/tests/fuzz_corpus"
+    (cd "$cov" && gcov -o build/temp.*/native native/_native.c >/dev/null)
+    "$PY" - "$cov/_native.c.gcov" "$cov/native/_native.pyx" <<'EOF'
+import collections, re, sys
+src = open(sys.argv[2]).read().splitlines()
+start = next(i for i, l in enumerate(src, 1) if l.startswith("# ---") and "utilities" in l)
+marker = re.compile(r'/\* "native/_native.pyx":(\d+)')
+lines, cur = collections.defaultdict(lambda: [0, 0]), None
+for row in open(sys.argv[1]):
+    count, _, text = (row.split(":", 2) + ["", ""])[:3]
+    m = marker.search(text)
+    if m:
+        cur = int(m.group(1))  # the C lines that follow come from this .pyx line
+    elif cur and count.strip() != "-":
+        lines[cur][0] += 1
+        lines[cur][1] += count.strip() not in ("#####", "=====")
+code = {k: v for k, v in lines.items() if k >= start}  # the decoder, not the table setup
+missed = sorted(k for k, v in code.items() if not v[1])
+print(f"_native.pyx lines {start}-{len(src)} with code: {len(code)}, reached: "
+      f"{len(code) - len(missed)} ({100 * (len(code) - len(missed)) / len(code):.1f}%); not reached:")
+for k in missed:
+    print(f"{k:6d}: {src[k - 1].strip()}")
+EOF
 }
 
 minimize() {

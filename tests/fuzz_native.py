@@ -15,6 +15,7 @@ or the same batch error code. Memory errors only show with a sanitizer build: se
     python tests/fuzz_native.py --make-seeds DIR           # the seed inputs (tests/vectors, both formats)
     python tests/fuzz_native.py --make-dict FILE           # a libFuzzer dictionary (keys, tokens)
     python tests/fuzz_native.py --leak-check [--rounds N] [DIR ...]   # memory stays flat over many decodes
+    python tests/fuzz_native.py --replay DIR|FILE ...      # each input once, no atheris
 
 Environment:
     FUZZ_COMPARE=small|all|none   which inputs are checked against the pure twin (default small)
@@ -25,7 +26,6 @@ Environment:
 """
 
 import base64
-import hashlib
 import json
 import os
 import pathlib
@@ -170,7 +170,9 @@ def _vector_batches():
 
 
 def _synthetic():
-    """Small batches that reach the limits: MAX_EVENTS (+1) events, a 64-deep params."""
+    """Small JSON batches for paths the vectors miss: the limits (MAX_EVENTS (+1) events, 64/65
+    deep params), repeated keys, long urls and numbers, and header keys after `pl` (its events
+    are then read again with the final header)."""
     head = b'{"pid":1,"uid":"u","now":5,"pl":['
     ev = b'{"euid":"e","ea":0,"t":1}'
     yield "events_1000", head + b",".join([ev] * 1000) + b"]}"
@@ -178,20 +180,100 @@ def _synthetic():
     deep = b'{"a":' * 61 + b"1" + b"}" * 61
     yield "params_depth_64", head + b'{"euid":"e","ea":20,"t":1,"ac":"a.b","pr":' + deep + b"}]}"
     yield "params_depth_65", head + b'{"euid":"e","ea":20,"t":1,"ac":"a.b","pr":{"x":' + deep + b"}}]}"
+    yield "params_array_depth_65", head + b'{"euid":"e","ea":20,"t":1,"ac":"a.b","pr":{"x":' + b"[" * 61 + b"]" * 61 + b"}}]}"
     yield "dup_params", head + (b'{"euid":"e","ea":20,"t":1,"ac":"a.b","pr":{"a":1,"b":[1e999],"a":2}},'
                                 b'{"euid":"f","ea":20,"t":1,"ac":"a.b","pr":{"a":1,"b":{"c":[1,2]},"a":{"x":null}}}]}')
+    many = b",".join(b'"k%d":%d' % (i, i) for i in range(20))
+    yield "many_params", head + (b'{"euid":"e","ea":20,"t":1,"ac":"a.b","pr":{' + many + b"}},"
+                                 b'{"euid":"f","ea":20,"t":1,"ac":"a.b","pr":{' + many + b',"k3":"x"}}]}')
     url = b"https://x.example/p?a=1&title=" + b"%E2%82%AC+%ff%41" * 40 + b"#frag"
     yield "long_url", head + b'{"euid":"e","ea":4,"t":1,"url":"' + url + b'"},{"euid":"f","ea":4,"t":2,"url":"' + url + b'"}]}'
+    # the output buffer fills up just as a repeated url's screen name is copied (its cache)
+    url = b"/?title=" + b"%01" * 50
+    yield "repeated_url", head + b",".join([b'{"euid":"e","ea":4,"t":1,"url":"' + url + b'"}'] * 10) + b"]}"
     yield "long_number", head + b'{"euid":"e","ea":16,"t":1,"tr":{"vl":' + b"1" * 80 + b".5e-3,\"cu\":978}}]}"
+    evs = (b'{"euid":"a","ea":6,"t":1,"tvp":"p","tvid":"i","ur":false,"url":"/s?title=A+b","vo":{"sv":"1","sb":2}},'
+           b'{"euid":"b","ea":6,"t":2,"tvp":"p","tvid":"i","ur":true,"url":"/s?title=A+b","vo":{"sv":"1","sb":2}},'
+           b'{"euid":"c","ea":20,"t":3,"ac":"x.y","pr":{ "a" : 1 , "b":[ 1 ,99999999999999999999]}},5')
+    rest = b'"dt":4,"dma":"m","to":{"an":"n","st":"s"},"r":{"d":2.5}'
+    yield "pl_first", b'{"pl":[' + evs + b'],"pid":1,"uid":"u","now":5,' + rest + b"}"
+    yield "header_after_pl", head + evs + b'],"uid":"v",' + rest + b"}"
+    yield "header_after_pl_bad", head + evs + b'],"pid":0}'
+    yield "two_pl", head + evs + b'],' + rest + b',"pl":[' + evs + b',' + ev + b"]}"
 
 
-def _too_many_protobuf() -> bytes:
-    """A protobuf batch of MAX_EVENTS + 1 empty events (its JSON form is refused as a whole, so
-    json_to_protobuf cannot make it)."""
+def _pb_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _pb_len(field: int, data: bytes) -> bytes:
+    return _pb_varint(field << 3 | 2) + _pb_varint(len(data)) + data
+
+
+def _pb_int(field: int, n: int) -> bytes:
+    return _pb_varint(field << 3) + _pb_varint(n & 0xFFFFFFFFFFFFFFFF)
+
+
+def _pb_value(v) -> bytes:
+    """A `Value` as the collector's protobuf has it (see proto/)."""
+    if v is None:
+        return _pb_int(1, 0)
+    if isinstance(v, bool):
+        return _pb_int(2, int(v))
+    if isinstance(v, int):
+        return _pb_int(3, (v << 1) ^ (v >> 63))  # sint64
+    if isinstance(v, float):
+        import struct
+
+        return _pb_varint(4 << 3 | 1) + struct.pack("<d", v)
+    if isinstance(v, str):
+        return _pb_len(5, v.encode())
+    if isinstance(v, list):
+        return _pb_len(6, b"".join(_pb_len(1, _pb_value(x)) for x in v))
+    return _pb_len(7, _pb_object(v))
+
+
+def _pb_object(members) -> bytes:
+    """An `Object` from (key, value) pairs (keys may repeat) or a dict."""
+    items = members.items() if isinstance(members, dict) else members
+    return b"".join(_pb_len(1, _pb_len(1, k.encode()) + _pb_len(2, _pb_value(v))) for k, v in items)
+
+
+def _pb_custom_batch(*objects: bytes) -> bytes:
+    """A protobuf batch of custom events (ea 20) whose `pr` are the given Objects."""
+    events = b""
+    for i, obj in enumerate(objects):
+        custom = _pb_len(1, b"a.b") + _pb_len(3, obj)
+        events += _pb_len(4, _pb_len(1, b"e%d" % i) + _pb_int(2, 20) + _pb_int(3, 1) + _pb_len(23, custom))
+    return _pb_int(1, 1) + _pb_len(2, b"u") + _pb_int(3, 5) + events
+
+
+def _synthetic_protobuf():
+    """Protobuf batches json_to_protobuf cannot make: repeated keys in params, too deep params,
+    unknown fields inside an Object, an empty Object, MAX_EVENTS + 1 events."""
     head = b'{"pid":1,"uid":"u","now":5,"pl":['
     one = collector.json_to_protobuf(head + b"{}]}")
     two = collector.json_to_protobuf(head + b"{},{}]}")
-    return two + (len(two) - len(one) and two[len(one):]) * 999
+    yield "events_1001", two + two[len(one):] * 999
+    deep64, arr65 = 1, []
+    for i in range(61):  # `pr` is at level 4
+        deep64 = {"a": deep64}
+        arr65 = [arr65] if i < 60 else arr65
+    deep65 = {"x": deep64}
+    yield "params_depth_64", _pb_custom_batch(_pb_object(deep64))
+    yield "params_depth_65", _pb_custom_batch(_pb_object(deep65))
+    yield "params_array_depth_65", _pb_custom_batch(_pb_object({"x": [arr65]}))
+    dup = _pb_object([("a", 1), ("b", [1.5, "s", None, True]), ("a", {"c": False}), ("d", -7)])
+    yield "dup_params", _pb_custom_batch(dup, _pb_object([("a", 1), ("a", float("inf"))]))
+    many = [(f"k{i}", i) for i in range(20)]
+    yield "many_params", _pb_custom_batch(_pb_object(many), _pb_object(many + [("k3", "x")]))
+    odd = _pb_int(2, 5) + _pb_object({"a": 1}) + _pb_len(3, b"zz") + _pb_len(1, _pb_int(7, 1))
+    yield "params_unknown_fields", _pb_custom_batch(odd, b"")
 
 
 _SEEDS = None
@@ -210,7 +292,8 @@ def seeds() -> list[tuple[str, str, bytes]]:
                 out.append((name, "protobuf", collector.json_to_protobuf(data)))
             except ValueError:  # refused as a whole, or a value protobuf cannot carry
                 pass
-        out.append(("events_1001", "protobuf", _too_many_protobuf()))
+        made = {name for name, fmt, _ in out if fmt == "protobuf"}
+        out += [(name, "protobuf", data) for name, data in _synthetic_protobuf() if name not in made]
         _SEEDS = out
     return _SEEDS
 
@@ -265,7 +348,7 @@ TOKENS = [b"[", b"{", b"}", b"]", b'"', b"\\", b"\\u", b"\\ud800", b"\\udc00", b
 
 def mutate(r: random.Random, data: bytes) -> bytes:
     buf = bytearray(data)
-    for _ in range(r.randint(1, 6)):
+    for _ in range(r.choice((1, 1, 1, 2, 2, 3, 6))):
         op = r.randrange(7)
         pos = r.randint(0, len(buf))
         if op == 0 and buf:
@@ -294,22 +377,31 @@ def corpus_inputs(directory) -> list[bytes]:
 
 
 def run(seconds: float = 0, count: int = 0, seed: int = 1, corpus=(HERE / "fuzz_corpus",),
-        compare: bool | None = True) -> int:
+        compare: bool | None = True, stats: dict | None = None) -> int:
     """The seeds, the corpus files, then seeded random mutations of them: `count` inputs in all,
-    or for `seconds`. Returns how many inputs were run."""
+    or for `seconds`. Returns how many inputs were run; `stats` (if given) counts the outcomes:
+    "ok", "batch_error", "rejected" (ok with rejected events)."""
     r = random.Random(seed)
+    stats = {} if stats is None else stats
     pool = [(fmt, batch) for _, fmt, batch in seeds()]
     for d in corpus:
         pool += [split(data) for data in corpus_inputs(d) if data]
+
+    def one(batch, fmt):
+        outcome = check(batch, fmt, compare)
+        stats[outcome[0]] = stats.get(outcome[0], 0) + 1
+        if outcome[0] == "ok" and outcome[2]:
+            stats["rejected"] = stats.get("rejected", 0) + 1
+
     for fmt, batch in pool:
-        check(batch, fmt, compare)
+        one(batch, fmt)
     done = len(pool)
     deadline = time.monotonic() + seconds
     while (count and done < count) or (seconds and time.monotonic() < deadline):
         fmt, batch = r.choice(pool)
         if r.random() < 0.05:
             fmt = "json" if fmt == "protobuf" else "protobuf"
-        check(mutate(r, batch), fmt, compare)
+        one(mutate(r, batch), fmt)
         done += 1
     return done
 
@@ -361,8 +453,9 @@ def leak_check(dirs, rounds: int = 200, seed: int = 3) -> bool:
           f"{block_growth}")
     for n, rss, blocks in marks:
         print(f"  after {n:5d} rounds: RSS {rss:+6d} KiB, blocks {blocks:+d}")
-    # a leak of one small allocation per decode would be `decodes` blocks / >= 16 bytes each
-    ok = rss_growth < max(2048, decodes * 16 // 1024 // 4) and block_growth < max(1000, decodes // 100)
+    # one lost Python object per 100 decodes, or 4 lost bytes per decode (beyond 2 MiB of
+    # allocator noise), count as a leak
+    ok = block_growth < max(1000, decodes // 100) and rss_growth < max(2048, decodes * 4 // 1024)
     print("leak check:", "flat" if ok else "GROWING: a leak")
     return ok
 
@@ -381,6 +474,7 @@ def main(argv) -> int:
     p.add_argument("--make-dict", metavar="FILE")
     p.add_argument("--leak-check", action="store_true")
     p.add_argument("--rounds", type=int, default=200)
+    p.add_argument("--replay", action="store_true")
     p.add_argument("dirs", nargs="*")
     args = p.parse_args(argv)
     if args.make_seeds:
@@ -395,8 +489,17 @@ def main(argv) -> int:
     print(f"native decoder: {_native.__file__}", file=sys.stderr)
     if args.leak_check:
         return 0 if leak_check(args.dirs or [HERE / "fuzz_corpus"], args.rounds, args.seed) else 1
+    if args.replay:  # every input of the directories (or files) once, as the fuzz target does
+        n = 0
+        for d in args.dirs:
+            for data in corpus_inputs(d) if pathlib.Path(d).is_dir() else [pathlib.Path(d).read_bytes()]:
+                TestOneInput(data)
+                n += 1
+        print(f"{n} inputs replayed: no crash, no disagreement")
+        return 0
     started = time.monotonic()
-    n = run(seconds=args.seconds or 0, count=args.count, seed=args.seed,
+    seconds = args.seconds if args.seconds is not None else (0 if args.count else 60)
+    n = run(seconds=seconds, count=args.count, seed=args.seed,
             corpus=[HERE / "fuzz_corpus", *args.dirs], compare=None)
     print(f"{n} inputs in {time.monotonic() - started:.0f} s: no crash, no disagreement")
     return 0
