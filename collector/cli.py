@@ -302,6 +302,11 @@ def cmd_send(args) -> int:
 
 
 def cmd_tail(args) -> int:
+    if args.nats:
+        return _tail_nats(args)
+    if not args.address:
+        print("collector tail: give the collector's ADDRESS, or --nats URL", file=sys.stderr)
+        return 2
     import grpc
 
     from .client import channel
@@ -310,7 +315,7 @@ def cmd_tail(args) -> int:
     from .v1 import collector_pb2_grpc as pb_grpc
 
     request = pb.SubscribeRequest(project_ids=args.project, actions=args.action, user_id=args.user or "")
-    start = args.start
+    start = args.start or "now"
     if start.startswith("position:"):
         request.from_position = int(start.split(":", 1)[1])
     elif start.startswith("time:"):
@@ -340,6 +345,86 @@ def cmd_tail(args) -> int:
         return 0
     except grpc.aio.AioRpcError as exc:
         print(f"collector tail: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _tail_nats(args) -> int:
+    """Read events back from JetStream as a durable consumer: a second run with the same
+    --durable name goes on after the last event the first one printed (and acknowledged)."""
+    import nats
+    from nats.errors import TimeoutError as NatsTimeout
+    from nats.js import api
+
+    from .convert import protobuf_to_event
+    from .pipeline import patterns
+    from .v1 import event_pb2
+
+    deliver = {"all": api.DeliverPolicy.ALL, "now": api.DeliverPolicy.NEW}
+    config = api.ConsumerConfig(ack_policy=api.AckPolicy.EXPLICIT)
+    start = args.start or "all"
+    if start in deliver:
+        config.deliver_policy = deliver[start]
+    elif start.startswith("position:"):
+        config.deliver_policy, config.opt_start_seq = api.DeliverPolicy.BY_START_SEQUENCE, int(start[9:])
+    elif start.startswith("time:"):
+        ms = int(start[5:])
+        config.deliver_policy = api.DeliverPolicy.BY_START_TIME
+        config.opt_start_time = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + \
+            f".{ms % 1000:03d}Z"
+    else:
+        print("collector tail: with --nats, --from is all, now, position:SEQ or time:MS", file=sys.stderr)
+        return 2
+    project = args.project[0] if len(args.project) == 1 else "*"
+    subject = f"{args.subject_prefix}.{project}.>"
+    wanted = patterns(args.action)
+    projects = set(args.project)
+
+    def event_of(data: bytes) -> dict:
+        if data[:1] == b"{":
+            return json.loads(data)
+        msg = event_pb2.NormalizedEvent()
+        msg.ParseFromString(data)
+        return protobuf_to_event(msg)
+
+    async def main():
+        nc = await nats.connect(args.nats.split(","), connect_timeout=3, max_reconnect_attempts=-1)
+        try:
+            sub = await nc.jetstream().pull_subscribe(subject, durable=args.durable, stream=args.stream,
+                                                      config=config)
+            count, idle_since = 0, time.monotonic()
+            while True:
+                try:
+                    msgs = await sub.fetch(min(100, args.limit - count) if args.limit else 100,
+                                           timeout=1.0)
+                except NatsTimeout:
+                    if args.idle and time.monotonic() - idle_since >= args.idle:
+                        return
+                    continue
+                idle_since = time.monotonic()
+                for msg in msgs:
+                    ev = event_of(msg.data)
+                    show = bool((not projects or ev["project_id"] in projects)
+                            and (wanted is None or wanted(ev["action"]))
+                            and (not args.user or ev["user_id"] == args.user))
+                    if show:
+                        if args.positions:
+                            ev = {"position": msg.metadata.sequence.stream, **ev}
+                        sys.stdout.write(json.dumps(ev, ensure_ascii=False) + "\n")
+                        sys.stdout.flush()
+                    await msg.ack_sync()
+                    count += show
+                    if args.limit and count >= args.limit:
+                        return
+        finally:
+            await nc.close()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        return 0
+    except Exception as exc:  # noqa: BLE001 - a clear message, not a traceback
+        print(f"collector tail: NATS: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -379,13 +464,22 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--tls-root", metavar="PEM", help="CA certificate: connect with TLS")
     c.set_defaults(func=cmd_send)
 
-    t = sub.add_parser("tail", help="print a collector's live stream of events")
-    t.add_argument("address", help="host:port of the collector")
+    t = sub.add_parser("tail", help="print a collector's live stream of events (or a JetStream's)")
+    t.add_argument("address", nargs="?", help="host:port of the collector")
     t.add_argument("--project", type=int, action="append", default=[], help="project id (repeatable)")
     t.add_argument("--action", action="append", default=[], help="action or pattern such as 'poll.*'")
     t.add_argument("--user", help="only this user's events")
-    t.add_argument("--from", dest="start", default="now", help="now, position:N or time:MS")
+    t.add_argument("--from", dest="start", default=None,
+                   help="now (default), position:N or time:MS; with --nats: all (default), now, "
+                        "position:SEQ or time:MS, used when the durable consumer is created")
     t.add_argument("--limit", type=int, default=0, help="stop after this many events")
+    t.add_argument("--nats", metavar="URL", help="read the JetStream stream the nats sink fills, "
+                   "as a durable consumer, instead of a collector")
+    t.add_argument("--stream", default="EVENTS", help="with --nats: the JetStream stream")
+    t.add_argument("--subject-prefix", default="events", help="with --nats: the sink's subject prefix")
+    t.add_argument("--durable", default="collector-tail", help="with --nats: the consumer's name")
+    t.add_argument("--idle", type=float, default=0,
+                   help="with --nats: stop after this many seconds without an event")
     t.add_argument("--positions", action="store_true", help="print each event's log position")
     t.add_argument("--api-key")
     t.add_argument("--tls-root", metavar="PEM")

@@ -3,8 +3,9 @@
 import asyncio
 import logging
 import random
+import time
 
-from .log import Cursor, Log
+from .log import DEAD, Cursor, Log
 
 log = logging.getLogger("collector.delivery")
 
@@ -18,29 +19,65 @@ class Delivery:
         self.batch_bytes = batch_bytes
         self.position = max(self.cursor.position, log_.start)
         self._stop = asyncio.Event()
+        self._draining = False
         self.task: asyncio.Task | None = None
+        sink.metrics = metrics
+        sink.dead_letter = self._dead_letter
+
+    async def _dead_letter(self, lines: list[bytes]) -> None:
+        """What a destination refused for good: a DEAD record in the log, for the dead_letter sink."""
+        if lines:
+            await self.log.append(DEAD, time.time_ns() // 1_000_000, b"".join(lines))
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
 
+    async def _pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _read(self) -> list:
+        """The next records; a sink that batches by time (`linger_seconds`) gets them once
+        there are enough or once it has waited that long."""
+        records = self.log.read(self.position, self.batch_bytes)
+        linger = self.sink.linger_seconds
+        if not records or not linger or self._draining:
+            return records
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + linger
+        size = sum(len(r.payload) for r in records)
+        while size < self.batch_bytes // 2 and not self._draining:
+            left = deadline - loop.time()
+            if left <= 0 or not await self.log.wait_beyond(records[-1].end, timeout=left):
+                break
+            more = self.log.read(records[-1].end, self.batch_bytes - size)
+            records += more
+            size += sum(len(r.payload) for r in more)
+        return records
+
     async def _run(self) -> None:
-        await self.sink.start()
         backoff = 0.05
+        started = False
         while not self._stop.is_set():
-            records = self.log.read(self.position, self.batch_bytes)
-            self.metrics.sink_lag.labels(self.sink.name).set(self.log.end - self.position)
-            if not records:
-                await self.log.wait_beyond(self.position, timeout=0.5)
-                continue
             try:
+                if not started:
+                    await self.sink.start()
+                    started = True
+                records = await self._read()
+                self.metrics.sink_lag.labels(self.sink.name).set(self.log.end - self.position)
+                if not records:
+                    await self.log.wait_beyond(self.position, timeout=0.5)
+                    continue
                 await self.sink.write(records)
+            except asyncio.CancelledError:
+                raise
             except Exception as exc:  # the sink is down: wait, then try the same records again
                 self.metrics.sink_errors.labels(self.sink.name).inc()
-                log.warning("sink %s: %s; retrying in %.2fs", self.sink.name, exc, backoff)
-                try:
-                    await asyncio.wait_for(self._stop.wait(), backoff * (0.5 + random.random()))
-                except asyncio.TimeoutError:
-                    pass
+                log.warning("sink %s: %s; retrying in %.2fs", self.sink.name, exc or type(exc).__name__,
+                            backoff)
+                await self._pause(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.05
@@ -49,6 +86,7 @@ class Delivery:
 
     async def drain(self, timeout: float) -> bool:
         """Deliver what the log holds (for a graceful stop); True if the sink caught up."""
+        self._draining = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self.position < self.log.end and loop.time() < deadline:

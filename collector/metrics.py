@@ -23,6 +23,10 @@ class Metrics:
                               ["sink"], registry=r)
         self.sink_errors = Counter("collector_sink_errors", "Failed sink writes (retried)",
                                    ["sink"], registry=r)
+        self.sink_events = Counter(
+            "collector_sink_events", "Events a sink handed on, by outcome: delivered; duplicate "
+            "(the destination already had it, e.g. JetStream's duplicate window); dead (refused "
+            "by the destination, sent to the dead-letter output)", ["sink", "outcome"], registry=r)
         self.subscribers = Gauge("collector_subscribers", "Open subscriptions", registry=r)
         self.subscribers_dropped = Counter(
             "collector_subscribers_dropped", "Subscribers dropped for being too slow", registry=r)

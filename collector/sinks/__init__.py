@@ -3,7 +3,11 @@
 A sink is a small async class. The collector runs each one with its own durable cursor in the
 log: it hands the sink records from the cursor on, and moves the cursor only after `write`
 returned, so delivery is at-least-once and resumes where it stopped after a restart. A `write`
-that raises is retried, with backoff, until it succeeds.
+that raises is retried, with backoff, until it succeeds. A sink that wants bigger batches sets
+`linger_seconds`: it is then handed records once there are a few MiB or once it waited that long.
+What a destination refuses for good goes to `await self.dead_letter(lines)` (JSON Lines, each
+with a `reason`), which puts it in the log for the dead_letter sink; `self.metrics` is the
+collector's metrics (see `collector.metrics`).
 
     from collector.sinks import Sink
     from collector.log import EVENTS
@@ -29,6 +33,11 @@ from ..log import EVENTS, Record
 
 class Sink:
     kinds = frozenset({EVENTS})
+    linger_seconds = 0.0
+    metrics = None  # set by the collector before start()
+
+    async def dead_letter(self, lines: list[bytes]) -> None:  # replaced by the collector
+        raise RuntimeError("this sink is not run by a collector")
 
     def __init__(self, name: str, data_dir: str, **options):
         self.name = name
@@ -55,6 +64,14 @@ def _builtin(name: str):
         from .jsonl import DeadLetterSink
 
         return DeadLetterSink
+    if name == "nats":
+        from .jetstream import JetStreamSink
+
+        return JetStreamSink
+    if name == "webhook":
+        from .webhook import WebhookSink
+
+        return WebhookSink
     if name == "stdout":
         from .stdout import StdoutSink
 
@@ -71,7 +88,7 @@ def load(options: dict, data_dir: str) -> Sink:
     if cls is None:
         found = [ep for ep in entry_points(group="collector.sinks") if ep.name == kind]
         if not found:
-            raise ValueError(f"no sink type {kind!r} (built in: jsonl, dead_letter, stdout)")
+            raise ValueError(f"no sink type {kind!r} (built in: jsonl, dead_letter, stdout, nats, webhook)")
         cls = found[0].load()
     return cls(name, data_dir, **options)
 

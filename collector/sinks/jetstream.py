@@ -1,0 +1,175 @@
+"""NATS JetStream: one message per event on `<prefix>.<project_id>.<action>` (`events.8.poll.voted`),
+with `Nats-Msg-Id` set to the event id, so JetStream itself drops a repeat that arrives within the
+stream's duplicate window: after a retry, after a restart, or from another collector.
+
+`write` returns only once JetStream acknowledged every message, so the cursor never passes an
+event the broker does not hold. While the broker is away, `write` fails, the local log keeps the
+backlog, and delivery resumes by itself when it is back. Messages acknowledged before a failed
+attempt are not sent again when the same records are retried.
+
+Options (the `[[sinks]]` table): `url` (comma-separated servers), `stream`, `subject_prefix`,
+`format` (`json` or `protobuf`: the `collector.v1.NormalizedEvent` message), `create_stream`,
+`retention` (limits, interest, workqueue), `storage` (file, memory), `replicas`,
+`max_age_seconds`, `max_bytes`, `duplicate_window_seconds`, `ack_timeout`, `max_pending`,
+`user`, `password`, `token`, `creds` (a credentials file).
+"""
+
+import asyncio
+import logging
+
+import msgspec
+
+from ..event import NormalizedEvent
+from ..log import EVENTS
+from . import Sink
+
+log = logging.getLogger("collector.sinks.nats")
+
+
+class _Key(msgspec.Struct):
+    event_id: str
+    action: str
+    project_id: int
+
+
+_keys = msgspec.json.Decoder(_Key)
+_events = msgspec.json.Decoder(NormalizedEvent)
+_UNSAFE = str.maketrans({c: "_" for c in " \t\r\n*>"})  # not allowed in a subject token
+
+
+def subject(prefix: str, project_id: int, action: str) -> str:
+    """The subject of an event: subscribers filter with `events.8.poll.*` or `events.*.touch.>`."""
+    action = action.translate(_UNSAFE).strip(".") or "_"
+    while ".." in action:
+        action = action.replace("..", "._.")
+    return f"{prefix}.{project_id}.{action}"
+
+
+class JetStreamSink(Sink):
+    kinds = frozenset({EVENTS})
+
+    def __init__(self, name, data_dir, *, url: str = "nats://127.0.0.1:4222", stream: str = "EVENTS",
+                 subject_prefix: str = "events", format: str = "json", create_stream: bool = True,
+                 retention: str = "limits", storage: str = "file", replicas: int = 1,
+                 max_age_seconds: float = 0.0, max_bytes: int = -1,
+                 duplicate_window_seconds: float = 120.0, ack_timeout: float = 5.0,
+                 max_pending: int = 4096, user: str = "", password: str = "", token: str = "",
+                 creds: str = ""):
+        super().__init__(name, data_dir)
+        if format not in ("json", "protobuf"):
+            raise ValueError(f"sink {name}: format must be json or protobuf, not {format!r}")
+        self.servers = [u.strip() for u in url.split(",") if u.strip()]
+        self.stream = stream
+        self.prefix = subject_prefix
+        self.format = format
+        self.create_stream = create_stream
+        self.stream_options = dict(retention=retention, storage=storage, num_replicas=replicas,
+                                   max_age=max_age_seconds or None, max_bytes=max_bytes,
+                                   duplicate_window=duplicate_window_seconds)
+        self.ack_timeout = ack_timeout
+        self.max_pending = max_pending
+        self.auth = {k: v for k, v in (("user", user), ("password", password), ("token", token),
+                                       ("user_credentials", creds)) if v}
+        self._nc = None
+        self._js = None
+        self._acked: set[str] = set()  # of the records being retried: already in the stream
+
+    async def _connect(self):
+        if self._js is not None:
+            if not self._nc.is_connected:
+                raise ConnectionError("not connected to NATS (reconnecting)")
+            return self._js
+        import nats
+        from nats.js import api
+        from nats.js.errors import NotFoundError
+
+        if self._nc is None or self._nc.is_closed:
+            self._nc = await nats.connect(
+                servers=self.servers, name=f"collector-{self.name}", connect_timeout=2,
+                allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                error_cb=self._on_error, disconnected_cb=self._on_disconnect,
+                reconnected_cb=self._on_reconnect, **self.auth)
+        if not self._nc.is_connected:
+            raise ConnectionError("not connected to NATS (reconnecting)")
+        js = self._nc.jetstream(timeout=self.ack_timeout, publish_async_max_pending=self.max_pending)
+        if self.create_stream:
+            try:
+                await js.stream_info(self.stream)
+            except NotFoundError:
+                o = self.stream_options
+                await js.add_stream(api.StreamConfig(
+                    name=self.stream, subjects=[f"{self.prefix}.>"],
+                    retention=api.RetentionPolicy(o["retention"]), storage=api.StorageType(o["storage"]),
+                    num_replicas=o["num_replicas"], max_age=o["max_age"], max_bytes=o["max_bytes"],
+                    duplicate_window=o["duplicate_window"]))
+                log.info("created JetStream stream %s for %s.>", self.stream, self.prefix)
+        self._js = js
+        return js
+
+    async def _on_error(self, exc) -> None:
+        log.warning("sink %s: NATS: %s", self.name, exc)
+
+    async def _on_disconnect(self) -> None:
+        log.warning("sink %s: disconnected from NATS", self.name)
+
+    async def _on_reconnect(self) -> None:
+        log.info("sink %s: reconnected to NATS", self.name)
+
+    def _messages(self, records):
+        for record in records:
+            if record.kind not in self.kinds:
+                continue
+            for line in record.payload.splitlines():
+                key = _keys.decode(line)
+                if key.event_id in self._acked:
+                    continue
+                if self.format == "json":
+                    payload = line
+                else:
+                    from ..convert import event_to_protobuf
+
+                    payload = event_to_protobuf(_events.decode(line)).SerializeToString()
+                yield key.event_id, subject(self.prefix, key.project_id, key.action), payload
+
+    async def write(self, records) -> None:
+        js = await self._connect()
+        futures: list[tuple[str, asyncio.Future]] = []
+        try:
+            for event_id, subj, payload in self._messages(records):
+                fut = await js.publish_async(subj, payload, wait_stall=self.ack_timeout,
+                                             headers={"Nats-Msg-Id": event_id})
+                futures.append((event_id, fut))
+            if futures:
+                done, _ = await asyncio.wait([f for _, f in futures], timeout=self.ack_timeout)
+            failed = 0
+            delivered = duplicates = 0
+            for event_id, fut in futures:
+                if not fut.done() or fut.cancelled() or fut.exception() is not None:
+                    failed += 1
+                    continue
+                self._acked.add(event_id)
+                if fut.result().duplicate:
+                    duplicates += 1
+                else:
+                    delivered += 1
+            if self.metrics is not None:
+                self.metrics.sink_events.labels(self.name, "delivered").inc(delivered)
+                self.metrics.sink_events.labels(self.name, "duplicate").inc(duplicates)
+            if failed:
+                first = next((f.exception() for _, f in futures
+                              if f.done() and not f.cancelled() and f.exception()), None)
+                raise ConnectionError(f"{failed} of {len(futures)} messages not acknowledged"
+                                      + (f" ({first})" if first else " in time"))
+        finally:
+            for _, fut in futures:  # frees their slots; a late ack is of no use now
+                if not fut.done():
+                    fut.cancel()
+        self._acked.clear()
+
+    async def stop(self) -> None:
+        if self._nc is not None and not self._nc.is_closed:
+            try:
+                await self._nc.drain()
+            except Exception:  # noqa: BLE001 - closing anyway
+                await self._nc.close()
+        self._nc = self._js = None
