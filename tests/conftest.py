@@ -53,3 +53,17 @@ def outcome(impl, data: bytes, fmt: str = "json", received_time: int = 176500000
         [json.loads(line) for line in d.to_jsonl().splitlines()],
         [(i, r) for i, r in d.rejected],
     )
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fault suite's table: events sent, accepted, delivered, duplicates removed, lost."""
+    from procs import SUMMARY
+
+    if not SUMMARY:
+        return
+    tr = terminalreporter
+    tr.section("faults survived")
+    head = ("scenario", "sent", "accepted", "delivered", "dups removed", "lost")
+    tr.write_line(f"{head[0]:<32}" + "".join(f"{h:>14}" for h in head[1:]))
+    for name, *numbers in SUMMARY:
+        tr.write_line(f"{name:<32}" + "".join(f"{n:>14,}" for n in numbers))

@@ -26,6 +26,10 @@ needs_nats = pytest.mark.skipif(NATS_SERVER is None, reason="nats-server is not 
                                 "(apt-get install -y nats-server; .ci/run does it)")
 
 
+# Rows of the fault suite's table: (scenario, sent, accepted, delivered, duplicates removed, lost).
+SUMMARY: list[tuple] = []
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -102,6 +106,7 @@ class Collector:
 
     def __init__(self, directory, sinks=(), metrics=False, **sections):
         self.dir = directory
+        directory.mkdir(parents=True, exist_ok=True)
         self.data = directory / "data"
         self.config = directory / "collector.toml"
         self.metrics_port = free_port() if metrics else 0
@@ -150,7 +155,7 @@ class Collector:
         import urllib.request
 
         text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read()
-        want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
         for line in text.decode().splitlines():
             if line.startswith(name + ("{" + want + "}" if want else " ")):
                 return float(line.rsplit(" ", 1)[1])
