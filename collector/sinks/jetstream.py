@@ -32,7 +32,15 @@ class _Key(msgspec.Struct):
     project_id: int
 
 
+class _PubAck(msgspec.Struct):
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool = False
+    error: dict | None = None
+
+
 _keys = msgspec.json.Decoder(_Key)
+_ack = msgspec.json.Decoder(_PubAck)
 _events = msgspec.json.Decoder(NormalizedEvent)
 _UNSAFE = str.maketrans({c: "_" for c in " \t\r\n*>"})  # not allowed in a subject token
 
@@ -73,6 +81,12 @@ class JetStreamSink(Sink):
         self._nc = None
         self._js = None
         self._acked: set[str] = set()  # of the records being retried: already in the stream
+        self._inbox = ""
+        self._seq = 0
+        self._waiting: dict[str, str] = {}  # reply token -> event id, of the window in flight
+        self._acks_done = asyncio.Event()
+        self._ack_errors: list[str] = []
+        self._delivered = self._duplicates = 0
 
     async def _connect(self):
         if self._js is not None:
@@ -91,7 +105,7 @@ class JetStreamSink(Sink):
                 reconnected_cb=self._on_reconnect, **self.auth)
         if not self._nc.is_connected:
             raise ConnectionError("not connected to NATS (reconnecting)")
-        js = self._nc.jetstream(timeout=self.ack_timeout, publish_async_max_pending=self.max_pending)
+        js = self._nc.jetstream(timeout=self.ack_timeout)
         if self.create_stream:
             try:
                 await js.stream_info(self.stream)
@@ -103,8 +117,9 @@ class JetStreamSink(Sink):
                     num_replicas=o["num_replicas"], max_age=o["max_age"], max_bytes=o["max_bytes"],
                     duplicate_window=o["duplicate_window"]))
                 log.info("created JetStream stream %s for %s.>", self.stream, self.prefix)
+        self._inbox = self._nc.new_inbox()
+        await self._nc.subscribe(self._inbox + ".*", cb=self._on_ack)
         self._js = js
-        return js
 
     async def _on_error(self, exc) -> None:
         log.warning("sink %s: NATS: %s", self.name, exc)
@@ -132,39 +147,59 @@ class JetStreamSink(Sink):
                 yield key.event_id, subject(self.prefix, key.project_id, key.action), payload
 
     async def write(self, records) -> None:
-        js = await self._connect()
-        futures: list[tuple[str, asyncio.Future]] = []
-        try:
-            for event_id, subj, payload in self._messages(records):
-                fut = await js.publish_async(subj, payload, wait_stall=self.ack_timeout,
-                                             headers={"Nats-Msg-Id": event_id})
-                futures.append((event_id, fut))
-            if futures:
-                done, _ = await asyncio.wait([f for _, f in futures], timeout=self.ack_timeout)
-            failed = 0
-            delivered = duplicates = 0
-            for event_id, fut in futures:
-                if not fut.done() or fut.cancelled() or fut.exception() is not None:
-                    failed += 1
-                    continue
-                self._acked.add(event_id)
-                if fut.result().duplicate:
-                    duplicates += 1
-                else:
-                    delivered += 1
-            if self.metrics is not None:
-                self.metrics.sink_events.labels(self.name, "delivered").inc(delivered)
-                self.metrics.sink_events.labels(self.name, "duplicate").inc(duplicates)
-            if failed:
-                first = next((f.exception() for _, f in futures
-                              if f.done() and not f.cancelled() and f.exception()), None)
-                raise ConnectionError(f"{failed} of {len(futures)} messages not acknowledged"
-                                      + (f" ({first})" if first else " in time"))
-        finally:
-            for _, fut in futures:  # frees their slots; a late ack is of no use now
-                if not fut.done():
-                    fut.cancel()
+        await self._connect()
+        batch: list[tuple[str, str, bytes]] = []
+        for message in self._messages(records):
+            batch.append(message)
+            if len(batch) >= self.max_pending:
+                await self._publish(batch)
+                batch = []
+        if batch:
+            await self._publish(batch)
         self._acked.clear()
+
+    async def _publish(self, batch) -> None:
+        """Publish a window of messages back to back (they leave in a few socket writes), then
+        wait for every ack on the sink's reply inbox."""
+        nc = self._nc
+        waiting = self._waiting = {}
+        self._acks_done = asyncio.Event()
+        self._ack_errors = []
+        self._delivered = self._duplicates = 0
+        for event_id, subj, payload in batch:
+            self._seq += 1
+            waiting[str(self._seq)] = event_id
+            await nc.publish(subj, payload, reply=f"{self._inbox}.{self._seq}",
+                             headers={"Nats-Msg-Id": event_id})
+        try:
+            await asyncio.wait_for(self._acks_done.wait(), self.ack_timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self._waiting = {}
+            if self.metrics is not None:
+                self.metrics.sink_events.labels(self.name, "delivered").inc(self._delivered)
+                self.metrics.sink_events.labels(self.name, "duplicate").inc(self._duplicates)
+        if waiting:
+            first = self._ack_errors[0] if self._ack_errors else "no ack in time"
+            raise ConnectionError(f"{len(waiting)} of {len(batch)} messages not stored ({first})")
+
+    async def _on_ack(self, msg) -> None:
+        event_id = self._waiting.get(msg.subject.rpartition(".")[2])
+        if event_id is None:  # late: of a window given up on (it is sent again)
+            return
+        ack = _ack.decode(msg.data) if msg.data else _PubAck(error={"description": "no responders"})
+        if ack.error is not None:
+            self._ack_errors.append(ack.error.get("description", str(ack.error)))
+            return
+        del self._waiting[msg.subject.rpartition(".")[2]]
+        self._acked.add(event_id)
+        if ack.duplicate:
+            self._duplicates += 1
+        else:
+            self._delivered += 1
+        if not self._waiting:
+            self._acks_done.set()
 
     async def stop(self) -> None:
         if self._nc is not None and not self._nc.is_closed:
