@@ -233,15 +233,15 @@ def cmd_decode(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    import logging
-
-    from . import config
+    from . import config, logs
     from .server import serve
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         cfg = config.load(args.config, listen=args.listen, data_dir=args.data_dir,
-                          metrics_listen=args.metrics_listen)
+                          metrics_listen=args.metrics_listen, log_format=args.log_format)
+        if cfg.log_format not in ("auto", "json", "text"):
+            raise ValueError(f"log_format is auto, json or text, not {cfg.log_format!r}")
+        logs.setup(cfg.log_format, cfg.log_level)
     except (OSError, ValueError) as exc:
         print(f"collector serve: {exc}", file=sys.stderr)
         return 2
@@ -452,6 +452,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--listen", help="address to serve gRPC on (host:port)")
     s.add_argument("--data-dir", help="where the log, cursors and outputs live")
     s.add_argument("--metrics-listen", help="address of the Prometheus endpoint ('' for none)")
+    s.add_argument("--log-format", choices=("auto", "json", "text"),
+                   help="logs on stderr: JSON lines, text, or auto (text on a terminal)")
     s.set_defaults(func=cmd_serve)
 
     c = sub.add_parser("send", help="replay batches to a collector over IngestStream")

@@ -54,6 +54,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     listen: str = "127.0.0.1:50051"
     metrics_listen: str = "127.0.0.1:9464"  # empty: no metrics endpoint
     data_dir: str = "data"
+    log_format: str = "auto"  # json, text, or auto: text on a terminal, JSON otherwise
+    log_level: str = "info"
     drain_seconds: float = 10.0  # graceful shutdown: how long in-flight work may take
     api_keys: dict[str, list[int]] = {}  # key -> project ids it may send to; none: open
     limits: Limits = Limits()

@@ -76,7 +76,7 @@ class Delivery:
             except Exception as exc:  # the sink is down: wait, then try the same records again
                 self.metrics.sink_errors.labels(self.sink.name).inc()
                 log.warning("sink %s: %s; retrying in %.2fs", self.sink.name, exc or type(exc).__name__,
-                            backoff)
+                            backoff, extra={"sink": self.sink.name, "error": type(exc).__name__})
                 await self._pause(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, 5.0)
                 continue
@@ -102,5 +102,5 @@ class Delivery:
             except asyncio.CancelledError:
                 pass
             except Exception as exc:
-                log.error("sink %s stopped with %s", self.sink.name, exc)
+                log.error("sink %s stopped with %s", self.sink.name, exc, extra={"sink": self.sink.name})
         await self.sink.stop()

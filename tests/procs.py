@@ -104,7 +104,7 @@ def toml_value(v) -> str:
 class Collector:
     """`collector serve` as a process on a free loopback port, stopped by its pid."""
 
-    def __init__(self, directory, sinks=(), metrics=False, **sections):
+    def __init__(self, directory, sinks=(), metrics=False, top=None, **sections):
         self.dir = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.data = directory / "data"
@@ -112,6 +112,7 @@ class Collector:
         self.metrics_port = free_port() if metrics else 0
         lines = ['listen = "127.0.0.1:0"', f'data_dir = "{self.data}"',
                  f'metrics_listen = "{"127.0.0.1:%d" % self.metrics_port if metrics else ""}"']
+        lines += [f"{k} = {toml_value(v)}" for k, v in (top or {}).items()]
         for section, values in sections.items():
             lines.append(f"[{section}]")
             lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]

@@ -122,13 +122,13 @@ class JetStreamSink(Sink):
         self._js = js
 
     async def _on_error(self, exc) -> None:
-        log.warning("sink %s: NATS: %s", self.name, exc)
+        log.warning("sink %s: NATS: %s", self.name, exc, extra={"sink": self.name})
 
     async def _on_disconnect(self) -> None:
-        log.warning("sink %s: disconnected from NATS", self.name)
+        log.warning("sink %s: disconnected from NATS", self.name, extra={"sink": self.name})
 
     async def _on_reconnect(self) -> None:
-        log.info("sink %s: reconnected to NATS", self.name)
+        log.info("sink %s: reconnected to NATS", self.name, extra={"sink": self.name})
 
     def _messages(self, records):
         for record in records:

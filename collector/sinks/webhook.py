@@ -157,7 +157,8 @@ class WebhookSink(Sink):
                 return
             if 400 <= status < 500 and status not in (408, 429):
                 log.error("sink %s: %s answered %d (%s); %d events to the dead-letter output",
-                          self.name, self.url, status, text, len(lines))
+                          self.name, self.url, status, text, len(lines),
+                          extra={"sink": self.name, "status": status, "events": len(lines)})
                 await self.dead_letter([_dead(self.name, status, text, line) for line in lines])
                 self._count("dead", len(lines))
                 return
@@ -168,7 +169,8 @@ class WebhookSink(Sink):
             else:  # the receiver said how long: that, within reason
                 wait = min(wait, 600.0)
             log.warning("sink %s: %s answered %s (%s); retrying in %.2fs", self.name, self.url,
-                        status or "nothing", text, wait)
+                        status or "nothing", text, wait,
+                        extra={"sink": self.name, "status": status, "retry_in": round(wait, 3)})
             attempt += 1
             await asyncio.sleep(wait)
 
