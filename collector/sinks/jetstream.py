@@ -8,9 +8,10 @@ backlog, and delivery resumes by itself when it is back. Messages acknowledged b
 attempt are not sent again when the same records are retried.
 
 Options (the `[[sinks]]` table): `url` (comma-separated servers), `stream`, `subject_prefix`,
-`format` (`json` or `protobuf`: the `collector.v1.NormalizedEvent` message), `create_stream`,
-`retention` (limits, interest, workqueue), `storage` (file, memory), `replicas`,
-`max_age_seconds`, `max_bytes`, `duplicate_window_seconds`, `ack_timeout`, `max_pending`,
+`subjects` (of a stream it creates; default `<prefix>.>`), `format` (`json` or `protobuf`: the
+`collector.v1.NormalizedEvent` message), `create_stream`, `retention` (limits, interest,
+workqueue), `storage` (file, memory), `replicas`, `max_age_seconds`, `max_bytes`,
+`duplicate_window_seconds`, `ack_timeout`, `max_pending` (messages awaiting acks at once),
 `user`, `password`, `token`, `creds` (a credentials file).
 """
 
@@ -57,7 +58,8 @@ class JetStreamSink(Sink):
     kinds = frozenset({EVENTS})
 
     def __init__(self, name, data_dir, *, url: str = "nats://127.0.0.1:4222", stream: str = "EVENTS",
-                 subject_prefix: str = "events", format: str = "json", create_stream: bool = True,
+                 subject_prefix: str = "events", subjects: list[str] | None = None,
+                 format: str = "json", create_stream: bool = True,
                  retention: str = "limits", storage: str = "file", replicas: int = 1,
                  max_age_seconds: float = 0.0, max_bytes: int = -1,
                  duplicate_window_seconds: float = 120.0, ack_timeout: float = 5.0,
@@ -69,6 +71,7 @@ class JetStreamSink(Sink):
         self.servers = [u.strip() for u in url.split(",") if u.strip()]
         self.stream = stream
         self.prefix = subject_prefix
+        self.subjects = list(subjects or [f"{subject_prefix}.>"])
         self.format = format
         self.create_stream = create_stream
         self.stream_options = dict(retention=retention, storage=storage, num_replicas=replicas,
@@ -112,11 +115,11 @@ class JetStreamSink(Sink):
             except NotFoundError:
                 o = self.stream_options
                 await js.add_stream(api.StreamConfig(
-                    name=self.stream, subjects=[f"{self.prefix}.>"],
+                    name=self.stream, subjects=self.subjects,
                     retention=api.RetentionPolicy(o["retention"]), storage=api.StorageType(o["storage"]),
                     num_replicas=o["num_replicas"], max_age=o["max_age"], max_bytes=o["max_bytes"],
                     duplicate_window=o["duplicate_window"]))
-                log.info("created JetStream stream %s for %s.>", self.stream, self.prefix)
+                log.info("created JetStream stream %s for %s", self.stream, ", ".join(self.subjects))
         self._inbox = self._nc.new_inbox()
         await self._nc.subscribe(self._inbox + ".*", cb=self._on_ack)
         self._js = js
