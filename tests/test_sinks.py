@@ -240,3 +240,16 @@ def test_tail_nats_is_a_durable_consumer(tmp_path, nats_server):
     assert [e["event_id"] for e in first] == ["a0", "a1", "a2", "a3"]
     assert [e["event_id"] for e in second] == ["a5"]  # a4 is touch.tap: acknowledged, not shown
     assert tail() == []
+
+
+def test_webhook_requests_are_bounded_by_count_and_bytes():
+    lines = collector.decode(SEED * 1, received_time=1).to_jsonl()
+    records = [Record(i, EVENTS, 0, lines) for i in range(5)]  # 60 events
+    sink = load({"type": "webhook", "url": "http://127.0.0.1:9/", "max_events": 7,
+                 "max_bytes": 2500}, "/nonexistent")
+    bodies = list(sink._requests(records))
+    sent = [e for body, _ in bodies for e in json.loads(body)]
+    assert [e["eventId"] for e in sent] == [json.loads(x)["event_id"] for x in lines.splitlines()] * 5
+    assert all(len(json.loads(body)) <= 7 and len(body) <= 2500 for body, _ in bodies)
+    assert all(len(json.loads(body)) == len(kept) for body, kept in bodies)
+    assert len(bodies) > 60 // 7  # the byte bound split some requests further
