@@ -9,6 +9,7 @@ import functools
 import math
 import re
 import struct
+from typing import Annotated, Union
 from urllib.parse import unquote_plus
 
 import msgspec
@@ -29,7 +30,11 @@ _BYTE_AT = re.compile(r"\(byte (\d+)\)")
 
 def decode(data, format="json", received_time=0) -> Decoded:
     if format == "json":
-        doc = parse_json(bytes(data))
+        data = bytes(data)
+        fast = _fast(data, received_time)
+        if fast is not None:
+            return fast
+        doc = parse_json(data)
     elif format == "protobuf":
         doc = parse_protobuf(bytes(data))
     else:
@@ -289,7 +294,8 @@ def _value(data: bytes, pos: int, end: int, depth: int):
 
 
 class _Invalid(Exception):
-    """A field's fault: carries its SPEC code."""
+    """Custom params that cannot be kept (a number that is not a finite double), or nested too
+    deep (only met on the fast path, where the depth was not checked before)."""
 
 
 def _number(value):
@@ -306,22 +312,6 @@ def _number(value):
 
 def _is_int(value) -> bool:
     return type(value) is int and spec.INT64_MIN <= value <= spec.INT64_MAX
-
-
-def _params(value):
-    """Custom params as kept: ints outside int64 become doubles (they are numbers, not ints);
-    a number that is not a finite double is refused."""
-    kind = type(value)
-    if kind is dict:
-        return {k: _params(v) for k, v in value.items()}
-    if kind is list:
-        return [_params(v) for v in value]
-    if kind is int and not _is_int(value) or kind is float:
-        number = _number(value)
-        if number is None:
-            raise _Invalid
-        return number
-    return value
 
 
 def _compile_check(fields, name: str):
@@ -380,6 +370,25 @@ _check_action = {
 }
 
 
+def _params(value, depth: int = 4):
+    """Custom params as kept: ints outside int64 become doubles (they are numbers, not ints);
+    a number that is not a finite double is refused, and so is nesting past the depth limit.
+    `depth` is that of `value` in the batch: `pr` is at 4 (batch, pl, event, pr)."""
+    kind = type(value)
+    if kind is dict or kind is list:
+        if depth > spec.MAX_DEPTH:
+            raise _Invalid
+        if kind is dict:
+            return {k: _params(v, depth + 1) for k, v in value.items()}
+        return [_params(v, depth + 1) for v in value]
+    if kind is int and not _is_int(value) or kind is float:
+        number = _number(value)
+        if number is None:
+            raise _Invalid
+        return number
+    return value
+
+
 def screen_name(url: str | None) -> str | None:
     """The first `title=` parameter of the url's query (up to any `#`), unquoted."""
     if url is None or "?" not in url:
@@ -402,8 +411,158 @@ def _enum(table: dict, value):
 _EMPTY = {}
 
 
+# ------------------------------------------------------------------------- batch as Structs
+#
+# A batch that passed the checks is read into Structs made from the same tables (one Struct per
+# action, told apart by `ea`), and events are built from those. A JSON batch is first tried
+# straight into strict Structs (unknown keys refused, so no value goes unseen): when every
+# event is valid, as nearly all are, msgspec does all the checking it can in C, and what it
+# cannot (UTF-8 length of ids, custom action names, params) is checked while building. Any
+# doubt, and the batch takes the checked path, which finds the exact code of every fault.
+
+_FLOAT_MAX = 1.7976931348623157e308
+_INT_RANGE = {
+    spec.ANY: (spec.INT64_MIN, spec.INT64_MAX),
+    spec.POSITIVE: (1, spec.INT64_MAX),
+    spec.NON_NEGATIVE: (0, spec.INT64_MAX),
+    spec.CURRENCY: (0, 999),
+}
+
+
+def _annotation(f, name: str, strict: bool):
+    if f.type == INT:
+        lo, hi = _INT_RANGE[f.check]
+        return Annotated[int, msgspec.Meta(ge=lo, le=hi)]
+    if f.type == NUMBER:
+        if f.check == spec.DENSITY:
+            return Annotated[float, msgspec.Meta(ge=spec.DENSITY_MIN, le=spec.DENSITY_MAX)]
+        return Annotated[float, msgspec.Meta(ge=-_FLOAT_MAX, le=_FLOAT_MAX)]
+    if f.type == STRING:
+        if f.check == spec.ID:  # characters here; UTF-8 bytes are checked when building
+            return Annotated[str, msgspec.Meta(min_length=1, max_length=spec.MAX_ID_BYTES)]
+        return str
+    if f.type == BOOL:
+        return bool
+    if f.type == OBJECT:
+        return _struct(name + f.key.title(), f.fields, strict)
+    if f.type == PARAMS:
+        return dict
+    raise AssertionError(f.type)
+
+
+def _struct(name: str, fields, strict: bool, extra=(), **options):
+    members = list(extra)
+    for f in fields:
+        if f.check == spec.ACTION_CODE:
+            continue  # `ea` is the tag that picks the Struct
+        kind = _annotation(f, name, strict)
+        members.append((f.key, kind) if f.required else (f.key, kind | None, None))
+    return msgspec.defstruct(name, members, kw_only=True, forbid_unknown_fields=strict, gc=False,
+                             **options)
+
+
+def _batch_type(strict: bool):
+    events = []
+    for ea, (action, fields, _) in spec.ACTIONS.items():
+        cls = _struct(f"Event{ea}", spec.COMMON + fields, strict, tag=ea, tag_field="ea")
+        cls.action, cls.label = action, spec.LABEL_KEY.get(ea)  # custom: action None, it is `ac`
+        cls.params = staticmethod(_PARAMS[ea])
+        events.append(cls)
+    pl = Annotated[list[Union[tuple(events)]], msgspec.Meta(max_length=spec.MAX_EVENTS)]
+    return _struct("Batch", [f for f in spec.HEADER if f.type != EVENTS], strict, extra=[("pl", pl)])
+
+
+def _transaction(ev):
+    tr = ev.tr
+    return {"value": tr.vl, "currency_code": tr.cu, "currency": spec.CURRENCIES.get(tr.cu),
+            "transaction_id": tr.id}
+
+
+def _gesture(ev):
+    return {"target_path": ev.tvp, "target_id": ev.tvid,
+            "direction": _enum(spec.DIRECTIONS, ev.fd), "distance": ev.tvd, "velocity": ev.tvv}
+
+
+_PARAMS = {
+    0: lambda ev: {},
+    1: lambda ev: {},
+    2: lambda ev: {},
+    4: lambda ev: {"title": ev.st, "load_time_ms": ev.sl},
+    6: lambda ev: {"target_path": ev.tvp, "target_id": ev.tvid, "responsive": ev.ur},
+    8: lambda ev: {"target_path": ev.tvp, "target_id": ev.tvid},
+    9: _gesture,
+    10: _gesture,
+    16: _transaction,
+    18: lambda ev: {"key": ev.k, "value": ev.v},
+    19: lambda ev: {"key": ev.k, "value": ev.v},
+    spec.CUSTOM: lambda ev: {} if ev.pr is None else _params(ev.pr),
+}
+
+_Strict = _batch_type(strict=True)
+_Lenient = _batch_type(strict=False)
+_strict_json = msgspec.json.Decoder(_Strict, float_hook=float)
+_EMPTY_VO = _struct("Vo", next(f for f in spec.COMMON if f.key == "vo").fields, False)()
+
+
+def _fast(data: bytes, received_time: int) -> Decoded | None:
+    """A JSON batch whose every event is valid, decoded straight into Structs; None otherwise."""
+    try:
+        batch = _strict_json.decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    if len(batch.uid) > 32 and len(batch.uid.encode()) > spec.MAX_ID_BYTES:
+        return None
+    for ev in batch.pl:
+        if len(ev.euid) > 32 and len(ev.euid.encode()) > spec.MAX_ID_BYTES:
+            return None
+        if ev.action is None and not spec.valid_action_name(ev.ac):
+            return None
+    try:
+        events = _build(batch, received_time)
+    except _Invalid:
+        return None
+    return Decoded([], events=events, project_id=batch.pid)
+
+
+def _build(batch, received_time: int) -> list[NormalizedEvent]:
+    """The normalised events of a batch of valid events."""
+    to, r = batch.to, batch.r
+    device = Device(_enum(spec.DEVICE_TYPES, batch.dt), batch.dma, batch.dmo, batch.os, batch.l,
+                    batch.tz, None if r is None or r.d is None else float(r.d))
+    app_name, sdk_type, sdk_flavor = (None, None, None) if to is None else (to.an, to.st, to.sf)
+    project_id, user_id, sent_time = batch.pid, batch.uid, batch.now
+    connectivity, orientations, unknown, title = spec.CONNECTIVITY, spec.ORIENTATIONS, spec.UNKNOWN, _title
+    events = []
+    for ev in batch.pl:
+        label, url, c, o, vo = ev.label, ev.url, ev.c, ev.o, ev.vo or _EMPTY_VO
+        device_time = ev.t
+        events.append(NormalizedEvent(
+            ev.euid,
+            ev.action or ev.ac,
+            None if label is None else getattr(ev, label),
+            project_id,
+            user_id,
+            ev.sn,
+            received_time - max(0, sent_time - device_time),
+            device_time,
+            sent_time,
+            received_time,
+            ev.upt,
+            url,
+            None if url is None or "?" not in url else title(url),
+            ev.scn,
+            None if c is None else connectivity.get(c, unknown),
+            ev.ci,
+            None if o is None else orientations.get(o, unknown),
+            device,
+            App(app_name, sdk_type, sdk_flavor, vo.sv, vo.sb, vo.av, vo.af, vo.ab),
+            ev.params(ev),
+        ))
+    return events
+
+
 def normalize(doc, received_time: int) -> Decoded:
-    """Check a document against the SPEC and turn its events into normalised events."""
+    """Check a document against the SPEC and turn its valid events into normalised events."""
     if type(doc) is not dict:
         raise BatchError("batch_not_object", "the batch is not a JSON object")
     fault = _check_header(doc)
@@ -412,132 +571,20 @@ def normalize(doc, received_time: int) -> Decoded:
     pl = doc["pl"]
     if len(pl) > spec.MAX_EVENTS:
         raise BatchError("too_many_events", f"{len(pl)} events, at most {spec.MAX_EVENTS}")
-
-    to = doc.get("to") or _EMPTY
-    r = doc.get("r") or _EMPTY
-    density = r.get("d")
-    device = Device(
-        _enum(spec.DEVICE_TYPES, doc.get("dt")),
-        doc.get("dma"),
-        doc.get("dmo"),
-        doc.get("os"),
-        doc.get("l"),
-        doc.get("tz"),
-        None if density is None else float(density),
-    )
-    app_name, sdk_type, sdk_flavor = to.get("an"), to.get("st"), to.get("sf")
-    project_id, user_id, sent_time = doc["pid"], doc["uid"], doc["now"]
-    connectivity, orientations, unknown = spec.CONNECTIVITY, spec.ORIENTATIONS, spec.UNKNOWN
-
-    events, rejected = [], []
+    valid, rejected = [], []
     for index, ev in enumerate(pl):
         if type(ev) is not dict:
             rejected.append((index, "event_not_object"))
             continue
-        fault = _check_common(ev)
-        get = ev.get
-        ea = get("ea")
-        if fault is None:
-            fault = _check_action[ea](ev)
-        if fault is None:
-            action, label_key, make_params = _BY_ACTION[ea]
+        fault = _check_common(ev) or _check_action[ev["ea"]](ev)
+        if fault is None and ev["ea"] == spec.CUSTOM:
             try:
-                params = make_params(ev)
+                _params(ev.get("pr") or _EMPTY)
             except _Invalid:
                 fault = "invalid_field:pr"
         if fault:
             rejected.append((index, fault))
-            continue
-        device_time = ev["t"]
-        url = get("url")
-        c = get("c")
-        o = get("o")
-        vo = get("vo") or _EMPTY
-        events.append(
-            NormalizedEvent(
-                ev["euid"],
-                action or ev["ac"],
-                None if label_key is None else get(label_key),
-                project_id,
-                user_id,
-                get("sn"),
-                received_time - max(0, sent_time - device_time),
-                device_time,
-                sent_time,
-                received_time,
-                get("upt"),
-                url,
-                None if url is None or "?" not in url else _title(url),
-                get("scn"),
-                None if c is None else connectivity.get(c, unknown),
-                get("ci"),
-                None if o is None else orientations.get(o, unknown),
-                device,
-                App(
-                    app_name,
-                    sdk_type,
-                    sdk_flavor,
-                    vo.get("sv"),
-                    vo.get("sb"),
-                    vo.get("av"),
-                    vo.get("af"),
-                    vo.get("ab"),
-                ),
-                params,
-            )
-        )
-    return Decoded(rejected, events=events, project_id=project_id)
-
-
-def _transaction(ev):
-    tr = ev["tr"]
-    code = tr["cu"]
-    return {
-        "value": float(tr["vl"]),
-        "currency_code": code,
-        "currency": spec.CURRENCIES.get(code),
-        "transaction_id": tr.get("id"),
-    }
-
-
-def _gesture(ev):
-    return {
-        "target_path": ev.get("tvp"),
-        "target_id": ev.get("tvid"),
-        "direction": _enum(spec.DIRECTIONS, ev.get("fd")),
-        "distance": ev.get("tvd"),
-        "velocity": ev.get("tvv"),
-    }
-
-
-def _variable(ev):
-    return {"key": ev["k"], "value": ev["v"]}
-
-
-def _custom(ev):
-    return _params(ev.get("pr") or _EMPTY)
-
-
-_PARAMS = {
-    0: lambda ev: {},
-    1: lambda ev: {},
-    2: lambda ev: {},
-    4: lambda ev: {"title": ev.get("st"), "load_time_ms": ev.get("sl")},
-    6: lambda ev: {
-        "target_path": ev.get("tvp"),
-        "target_id": ev.get("tvid"),
-        "responsive": ev.get("ur"),
-    },
-    8: lambda ev: {"target_path": ev.get("tvp"), "target_id": ev.get("tvid")},
-    9: _gesture,
-    10: _gesture,
-    16: _transaction,
-    18: _variable,
-    19: _variable,
-    spec.CUSTOM: _custom,
-}
-
-# ea -> (action name or None for custom, key of the label, params builder)
-_BY_ACTION = {
-    ea: (name, spec.LABEL_KEY.get(ea), _PARAMS[ea]) for ea, (name, _, _) in spec.ACTIONS.items()
-}
+        else:
+            valid.append(ev)
+    batch = msgspec.convert({**doc, "pl": valid}, _Lenient)
+    return Decoded(rejected, events=_build(batch, received_time), project_id=batch.pid)

@@ -5,7 +5,9 @@ from typing import Any
 import msgspec
 
 
-class Device(msgspec.Struct, frozen=True):
+# gc=False: an event holds only JSON values, so it can be in no reference cycle; not tracking the
+# many events a batch makes keeps the garbage collector from running over them.
+class Device(msgspec.Struct, frozen=True, gc=False):
     type: str | None
     manufacturer: str | None
     model: str | None
@@ -15,7 +17,7 @@ class Device(msgspec.Struct, frozen=True):
     density: float | None
 
 
-class App(msgspec.Struct, frozen=True):
+class App(msgspec.Struct, frozen=True, gc=False):
     name: str | None
     sdk_type: str | None
     sdk_flavor: str | None
@@ -26,7 +28,7 @@ class App(msgspec.Struct, frozen=True):
     build: int | None
 
 
-class NormalizedEvent(msgspec.Struct, frozen=True):
+class NormalizedEvent(msgspec.Struct, frozen=True, gc=False):
     event_id: str
     action: str
     label: str | None
