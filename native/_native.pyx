@@ -33,6 +33,55 @@ cdef extern from "Python.h":
 
 ctypedef const unsigned char* cstr
 
+cdef extern from *:
+    """
+    static inline int collector_ctz64(unsigned long long x) { return __builtin_ctzll(x); }
+    static inline int collector_clz64(unsigned long long x) { return __builtin_clzll(x); }
+    """
+    int ctz64 "collector_ctz64"(uint64_t x) nogil    # x != 0
+    int clz64 "collector_clz64"(uint64_t x) nogil    # x != 0
+
+cdef extern from *:
+    """
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    #endif
+    /* The first byte from i on that is a quote, a backslash, a control character or
+       non-ASCII; n if none. */
+    static inline Py_ssize_t collector_skip_plain(const unsigned char *s, Py_ssize_t i, Py_ssize_t n) {
+    #if defined(__SSE2__)
+        const __m128i quote = _mm_set1_epi8(0x22), bslash = _mm_set1_epi8(0x5C), space = _mm_set1_epi8(0x20);
+        while (i + 16 <= n) {
+            __m128i x = _mm_loadu_si128((const __m128i *)(s + i));
+            /* signed: a byte >= 0x80 is negative, below the space too */
+            __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, bslash)),
+                                     _mm_cmplt_epi8(x, space));
+            int mask = _mm_movemask_epi8(m);
+            if (mask) return i + __builtin_ctz((unsigned)mask);
+            i += 16;
+        }
+    #else
+        while (i + 8 <= n) {
+            unsigned long long x, q, b, bad;
+            memcpy(&x, s + i, 8);
+            q = x ^ 0x2222222222222222ULL;
+            b = x ^ 0x5C5C5C5C5C5C5C5CULL;
+            bad = (x | ((x - 0x2020202020202020ULL) & ~x) | ((q - 0x0101010101010101ULL) & ~q)
+                   | ((b - 0x0101010101010101ULL) & ~b)) & 0x8080808080808080ULL;
+            if (bad) return i + (__builtin_ctzll(bad) >> 3);
+            i += 8;
+        }
+    #endif
+        while (i < n) {
+            unsigned char c = s[i];
+            if (c < 0x20 || c >= 0x80 || c == 0x22 || c == 0x5C) break;
+            i++;
+        }
+        return i;
+    }
+    """
+    Py_ssize_t skip_plain "collector_skip_plain"(cstr s, Py_ssize_t i, Py_ssize_t n) nogil
+
 # ------------------------------------------------------------------------------- limits
 
 DEF MAX_SLOTS = 48        # slots of one object layout (header or event)
@@ -59,6 +108,7 @@ DEF ARR = 9
 DEF P_DIRTY = 1     # whitespace or a big integer: must be written anew, not copied
 DEF P_NONFINITE = 2
 DEF P_DUP = 4       # a key may repeat in some object: the pure path settles it
+DEF P_CACHED = 8    # a known sub-object whose text is the last one read (its slots copied)
 
 # Slot roles in an object layout.
 DEF R_SCALAR = 0
@@ -113,6 +163,20 @@ cdef extern from *:
         b->p[b->n++] = c;
         return 0;
     }
+
+    /* A short string (n <= 30) in quotes, from s where 32 bytes can be read: all 32 are
+       copied at once, and the closing quote written over the byte after the string. */
+    static inline __attribute__((always_inline))
+    int collector_put_quoted32(collector_buf *b, const char *s, Py_ssize_t n) {
+        char *q;
+        if (b->n + 34 > b->cap && collector_buf_grow(b, 34) < 0) return -1;
+        q = b->p + b->n;
+        q[0] = '"';
+        memcpy(q + 1, s, 32);
+        q[1 + n] = '"';
+        b->n += n + 2;
+        return 0;
+    }
     """
     ctypedef struct Buf "collector_buf":
         char* p
@@ -122,9 +186,12 @@ cdef extern from *:
     int buf_grow "collector_buf_grow"(Buf* b, Py_ssize_t extra) except -1
     int put "collector_put"(Buf* b, const char* s, Py_ssize_t n) except -1
     int putc "collector_putc"(Buf* b, char c) except -1
+    int put_quoted32 "collector_put_quoted32"(Buf* b, const char* s, Py_ssize_t n) except -1
 
 cdef struct KeyEntry:       # JSON key -> slot, in an open-addressing table per kind
     uint64_t packed
+    uint64_t quoted         # the key's bytes and its closing quote, as 8 input bytes masked
+    uint64_t mask           # with this mask read them
     int16_t slot
     uint8_t role
     uint8_t sub             # kind of a sub-object's keys
@@ -192,8 +259,12 @@ cdef struct Parser:
     # SDKs repeat themselves: the last text of each known sub-object (`vo`...) and its slots
     int32_t sub_start[MAX_SLOTS]
     int32_t sub_len[MAX_SLOTS]
+    uint8_t sub_valid[MAX_SLOTS]    # that last text passed its checks
     Slot sub_slots[MAX_SLOTS]
     UrlSeen urls[64]        # a few urls and where their screen names were written
+    # SDKs write keys in the same order: per object kind, the key (hash index + 1, 0: none)
+    # that came after each key (index HASH_SIZE: the first key) the last time
+    uint8_t pred[N_KINDS][HASH_SIZE + 1]
     int32_t vo_start        # the last `vo` text written, and where its part of `app` went
     int32_t vo_len
     Py_ssize_t app_at       # in the output; -1: none
@@ -248,17 +319,20 @@ cdef int S_ST, S_SL, S_TVP, S_TVID, S_UR, S_FD, S_TVD, S_TVV, S_TR, S_VL, S_CU, 
 cdef int S_K, S_V, S_AC, S_LB, S_PR
 
 # small enums and names, JSON-quoted
-cdef char ACTION_JSON[21][40]
+cdef struct Name:           # a short JSON text, copied whole (its length says what counts)
+    char s[40]
+    int n
+
+cdef Name ACTION_JSON[21]
 cdef char CURRENCY[1000][4]
-cdef const char* CONNECTIVITY[6]
-cdef const char* ORIENTATION[2]
-cdef const char* DEVICE_TYPE[2]
-cdef const char* DIRECTION[5]
+cdef Name CONNECTIVITY[6]
+cdef Name ORIENTATION[2]
+cdef Name DEVICE_TYPE[2]
+cdef Name DIRECTION[5]
 cdef int MAX_EVENTS_, MAX_DEPTH_, MAX_ID_BYTES_
 cdef double DENSITY_MIN_, DENSITY_MAX_
 
 CODES = []          # code id -> SPEC code string
-_names = []         # keeps the bytes behind the char* tables alive
 
 cdef uint8_t ACTION_CHAR[256]
 cdef uint8_t HEX[256]
@@ -408,8 +482,7 @@ def _init():
     for ea, (name, fields, _) in spec.ACTIONS.items():
         L_ACTION[ea] = add_list(fields, event_slots, "")
         b = (b'"' + name.encode() + b'"') if name else b""
-        memcpy(ACTION_JSON[ea], <char*>b, len(b))
-        ACTION_JSON[ea][len(b)] = 0
+        set_name(&ACTION_JSON[ea], b)
     for ea, key in spec.LABEL_KEY.items():
         LABEL_SLOT[ea] = event_slots[key]
     CODE_NOT_OBJECT = _code("event_not_object")
@@ -477,21 +550,16 @@ def _init():
         CURRENCY[code][3] = 0
 
     def names(table, lo, n):
-        out = []
-        for i in range(n):
-            b = b'"' + table[lo + i].encode() + b'"'
-            _names.append(b)
-            out.append(b)
-        return out
+        return [b'"' + table[lo + i].encode() + b'"' for i in range(n)]
 
     for i, b in enumerate(names(spec.CONNECTIVITY, -1, 6)):
-        CONNECTIVITY[i] = b
+        set_name(&CONNECTIVITY[i], b)
     for i, b in enumerate(names(spec.ORIENTATIONS, 0, 2)):
-        ORIENTATION[i] = b
+        set_name(&ORIENTATION[i], b)
     for i, b in enumerate(names(spec.DEVICE_TYPES, 4, 2)):
-        DEVICE_TYPE[i] = b
+        set_name(&DEVICE_TYPE[i], b)
     for i, b in enumerate(names(spec.DIRECTIONS, 1, 5)):
-        DIRECTION[i] = b
+        set_name(&DIRECTION[i], b)
 
     memset(ACTION_CHAR, 0, 256)
     for ch in spec.ACTION_NAME_CHARS:
@@ -504,6 +572,14 @@ def _init():
         HEX[ord("A") + i] = 10 + i
     for i in range(256):
         STR_PLAIN[i] = 1 if (0x20 <= i < 0x80 and i != 0x22 and i != 0x5C) else 0
+
+
+cdef void set_name(Name* nm, bytes b) except *:
+    if len(b) > 39:
+        raise RuntimeError(f"name too long for the tables: {b!r}")
+    memset(nm.s, 0, sizeof(nm.s))
+    memcpy(nm.s, <char*>b, len(b))
+    nm.n = len(b)
 
 
 cdef void fill_keys(int kind, list entries) except *:
@@ -522,9 +598,13 @@ cdef void fill_keys(int kind, list entries) except *:
     for h in range(HASH_SIZE):
         KEYS[kind][h].slot = -1
         KEYS[kind][h].packed = 0xFFFFFFFFFFFFFFFEULL
+        KEYS[kind][h].quoted, KEYS[kind][h].mask = 1, 0     # matches no input
     for (k, slot, role, sub, sub_start, sub_count), packed in zip(entries, packs):
         h = key_hash(kind, packed)
         KEYS[kind][h].packed = packed
+        if len(k) <= 6:
+            KEYS[kind][h].quoted = (packed & 0x00FFFFFFFFFFFFFFULL) | (<uint64_t>34 << (8 * len(k)))
+            KEYS[kind][h].mask = (<uint64_t>1 << (8 * len(k) + 8)) - 1
         KEYS[kind][h].slot = slot
         KEYS[kind][h].role = role
         KEYS[kind][h].sub = sub
@@ -552,36 +632,60 @@ cdef inline int puts(Buf* b, const char* s) except -1:
     return put(b, s, n)
 
 
-cdef const char* DIGITS2 = (b"00010203040506070809101112131415161718192021222324252627282930313233343536373839"
-                            b"40414243444546474849505152535455565758596061626364656667686970717273747576777879"
-                            b"8081828384858687888990919293949596979899")
+cdef inline uint64_t ascii8(uint64_t v) noexcept nogil:
+    """v < 10**8 as 8 ASCII digits, zero-padded, the first in the lowest byte."""
+    cdef uint64_t x = (v // 10000) | ((v % 10000) << 32), q
+    q = ((x * 10486) >> 20) & 0x0000007F0000007FULL        # each half // 100
+    x = q | ((x - q * 100) << 16)
+    q = ((x * 103) >> 10) & 0x000F000F000F000FULL          # each quarter // 10
+    x = q | ((x - q * 10) << 8)
+    return x | 0x3030303030303030ULL
+
+
+cdef inline char* put_digits8(char* q, uint64_t v) noexcept nogil:
+    """v < 10**8 without leading zeros at q (8 bytes there are writable); returns its end."""
+    cdef int nd
+    cdef uint64_t x
+    if v < 10:
+        q[0] = <char>(48 + v)
+        return q + 1
+    nd = ((64 - clz64(v)) * 1233) >> 12
+    if v >= POW10U[nd]:
+        nd += 1
+    x = ascii8(v) >> (8 * (8 - nd))
+    memcpy(q, &x, 8)
+    return q + nd
 
 
 cdef inline int put_int(Buf* b, int64_t v) except -1:
-    cdef char tmp[24]
-    cdef int n = 24, r
-    cdef uint64_t u
-    if b.n + 24 > b.cap:
-        buf_grow(b, 24)
-    u = (<uint64_t>0 - <uint64_t>v) if v < 0 else <uint64_t>v
-    while u >= 100:
-        r = <int>(u % 100)
-        u //= 100
-        n -= 2
-        tmp[n] = DIGITS2[2 * r]
-        tmp[n + 1] = DIGITS2[2 * r + 1]
-    if u >= 10:
-        n -= 2
-        tmp[n] = DIGITS2[2 * u]
-        tmp[n + 1] = DIGITS2[2 * u + 1]
-    else:
-        n -= 1
-        tmp[n] = <char>(48 + u)
+    """v in decimal: 8 digits at a time."""
+    cdef uint64_t u, hi, x
+    cdef char* q
+    if b.n + 32 > b.cap:
+        buf_grow(b, 32)
+    q = b.p + b.n
     if v < 0:
-        n -= 1
-        tmp[n] = 45
-    memcpy(b.p + b.n, tmp + n, 24 - n)
-    b.n += 24 - n
+        q[0] = 45
+        q += 1
+        u = <uint64_t>0 - <uint64_t>v
+    else:
+        u = <uint64_t>v
+    if u < 100000000:
+        q = put_digits8(q, u)
+    else:
+        hi = u // 100000000
+        u -= hi * 100000000
+        if hi < 100000000:
+            q = put_digits8(q, hi)
+        else:
+            q = put_digits8(q, hi // 100000000)
+            x = ascii8(hi % 100000000)
+            memcpy(q, &x, 8)
+            q += 8
+        x = ascii8(u)
+        memcpy(q, &x, 8)
+        q += 8
+    b.n = q - b.p
     return 0
 
 
@@ -641,11 +745,12 @@ cdef inline int hex4(Parser* p, Py_ssize_t at) noexcept nogil:
     return v
 
 
-cdef inline bint plain8(uint64_t x) noexcept nogil:
-    """No byte of x is a quote, a backslash, a control character or non-ASCII."""
+cdef inline uint64_t not_plain8(uint64_t x) noexcept nogil:
+    """The high bit of each byte of x that is a quote, a backslash, a control character or
+    non-ASCII; a borrow may also flag bytes after a flagged one, never before it."""
     cdef uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL
     cdef uint64_t q = x ^ 0x2222222222222222ULL, b = x ^ 0x5C5C5C5C5C5C5C5CULL
-    return ((x | ((x - 0x2020202020202020ULL) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b)) & highs) == 0
+    return (x | ((x - 0x2020202020202020ULL) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b)) & highs
 
 
 cdef inline bint safe8(uint64_t x) noexcept nogil:
@@ -662,15 +767,8 @@ cdef int scan_string(Parser* p, Slot* out) noexcept nogil:
     cdef Py_ssize_t i = p.pos + 1, n = p.n
     cdef unsigned char c, c1
     cdef int esc = 0, u, u2
-    cdef uint64_t w
     while True:
-        while i + 8 <= n:       # eight bytes at a time while none needs a look
-            memcpy(&w, s + i, 8)
-            if not plain8(w):
-                break
-            i += 8
-        while i < n and STR_PLAIN[s[i]]:
-            i += 1
+        i = skip_plain(s, i, n)     # to the next byte that needs a look
         if i >= n:
             return fail(p, E_MALFORMED, "unterminated string", p.pos)
         c = s[i]
@@ -820,13 +918,91 @@ cdef const unsigned char* string_bytes(Parser* p, Slot* sl, Py_ssize_t* n) excep
 cdef double POW10[23]
 for _i in range(23):
     POW10[_i] = float(10 ** _i)
+cdef uint64_t POW10U[20]
+for _i in range(20):
+    POW10U[_i] = 10 ** _i
 
 
-cdef int scan_number(Parser* p, Slot* out, bint want) noexcept:
+cdef inline int lead_digits(uint64_t w) noexcept nogil:
+    """How many of the 8 bytes of w (first byte lowest) are ASCII digits before any other."""
+    cdef uint64_t z = ((w & 0xF0F0F0F0F0F0F0F0ULL) ^ 0x3030303030303030ULL) | \
+        (((w + 0x0606060606060606ULL) & 0xF0F0F0F0F0F0F0F0ULL) ^ 0x3030303030303030ULL)
+    # a carry out of a byte >= 0xFA can only spoil bytes after it: the first non-digit is exact
+    z = (((z & 0x7F7F7F7F7F7F7F7FULL) + 0x7F7F7F7F7F7F7F7FULL) | z) & 0x8080808080808080ULL
+    if z == 0:
+        return 8
+    return ctz64(z) >> 3
+
+
+cdef inline uint64_t eight_digits(uint64_t w) noexcept nogil:
+    """The value of 8 ASCII digits (first byte lowest); 0x00 bytes count as leading zeros."""
+    w = ((w & 0x0F0F0F0F0F0F0F0FULL) * 2561) >> 8
+    w = ((w & 0x00FF00FF00FF00FFULL) * 6553601) >> 16
+    return ((w & 0x0000FFFF0000FFFFULL) * 42949672960001ULL) >> 32
+
+
+cdef inline int scan_number(Parser* p, Slot* out, bint want) noexcept:
     """Check a number's grammar; if `want`, record its value: INT inside int64, else a double
-    (BIGNUM for an integer outside int64, FLOAT otherwise)."""
+    (BIGNUM for an integer outside int64, FLOAT otherwise). The usual number, a plain integer
+    of at most 15 digits with 16 readable bytes after its sign, is read 8 digits at a time."""
     cdef cstr s = p.s
-    cdef Py_ssize_t start = p.pos, i = p.pos, n = p.n, int_start, digits_start
+    cdef Py_ssize_t i = p.pos, n = p.n
+    cdef bint neg = s[i] == 45
+    cdef uint64_t w, mant
+    cdef int nd, count
+    cdef unsigned char c
+    i += neg
+    if i + 16 <= n:
+        memcpy(&w, s + i, 8)
+        nd = lead_digits(w)
+        if nd == 0:
+            return scan_number_slow(p, out, want)
+        mant = eight_digits(w << (64 - 8 * nd))
+        count = nd
+        if nd == 8:
+            memcpy(&w, s + i + 8, 8)
+            nd = lead_digits(w)
+            if nd == 8:
+                return scan_number_slow(p, out, want)
+            if nd:
+                mant = mant * POW10U[nd] + eight_digits(w << (64 - 8 * nd))
+                count += nd
+        c = s[i + count]            # i + count < i + 16 <= n
+        if c == 46 or c == 101 or c == 69 or (s[i] == 48 and count > 1):
+            return scan_number_slow(p, out, want)
+        p.pos = i + count
+        if want:
+            out.kind = INT
+            out.i = -<int64_t>mant if neg else <int64_t>mant
+            # its text is the number's own decimal form, to be copied out ("-0" is not)
+            out.start = <int32_t>(i - neg)
+            out.len = (count + neg) if (mant or not neg) else 0
+        return 0
+    return scan_number_slow(p, out, want)
+
+
+cdef inline bint repr_like(cstr s, Py_ssize_t int_start, Py_ssize_t int_end, Py_ssize_t frac_start,
+                           Py_ssize_t frac_end) noexcept nogil:
+    """Whether a number of at most 15 significant digits written as int.frac, no exponent, is
+    already Python's repr of its double (the shortest text that reads back the same): no
+    trailing zero in the fraction but in "N.0", and not below 0.0001, where repr switches to
+    an exponent."""
+    if frac_end - frac_start == 1:
+        return 1                # "N.d": d != 0, or "N.0"
+    if s[frac_end - 1] == 48:
+        return 0
+    if int_end - int_start > 1 or s[int_start] != 48:
+        return 1                # at least 1
+    if frac_end - frac_start < 4:
+        return 1                # "0.dd", "0.ddd", its last digit not 0: at least 0.001
+    # "0.dddd...": at least 0.0001 unless its first four digits are zeros
+    return not (s[frac_start] == 48 and s[frac_start + 1] == 48 and s[frac_start + 2] == 48
+                and s[frac_start + 3] == 48)
+
+
+cdef int scan_number_slow(Parser* p, Slot* out, bint want) noexcept:
+    cdef cstr s = p.s
+    cdef Py_ssize_t start = p.pos, i = p.pos, n = p.n, int_end, frac_start
     cdef bint neg = 0, is_float = 0
     cdef uint64_t mant = 0
     cdef int sig = 0, exp10 = 0, e = 0, esign = 1
@@ -834,6 +1010,8 @@ cdef int scan_number(Parser* p, Slot* out, bint want) noexcept:
     cdef char small[64]
     cdef char* tmp
     cdef Py_ssize_t length, j
+    if want:
+        out.len = 0     # no text to copy out
     if s[i] == 45:
         neg = 1
         i += 1
@@ -863,9 +1041,11 @@ cdef int scan_number(Parser* p, Slot* out, bint want) noexcept:
                 exp10 += 1
                 overflow = 1
             i += 1
+    int_end = i
     if i < n and s[i] == 46:
         is_float = 1
         i += 1
+        frac_start = i
         if i >= n or not (48 <= s[i] <= 57):
             return fail(p, E_MALFORMED, "invalid number", start)
         while i < n and 48 <= s[i] <= 57:
@@ -876,7 +1056,12 @@ cdef int scan_number(Parser* p, Slot* out, bint want) noexcept:
                 sig += 1
                 exp10 -= 1
             i += 1
+        if want and sig <= 15 and not overflow and repr_like(s, start + neg, int_end, frac_start, i):
+            out.start = <int32_t>start
+            out.len = <int32_t>(i - start)
     if i < n and (s[i] == 101 or s[i] == 69):
+        if want:
+            out.len = 0
         is_float = 1
         i += 1
         if i < n and (s[i] == 43 or s[i] == 45):
@@ -1199,8 +1384,18 @@ cdef inline uint64_t short_key(Parser* p) noexcept nogil:
     """At a key's quote: a key of up to 6 plain bytes, packed, with the cursor after it;
     0 (cursor unmoved) for any other key."""
     cdef Py_ssize_t i = p.pos + 1, j = 0
-    cdef uint64_t packed = 0
+    cdef uint64_t packed = 0, w, bad
     cdef unsigned char c
+    if i + 8 <= p.n:
+        memcpy(&w, p.s + i, 8)
+        bad = not_plain8(w)     # the first flagged byte is exact
+        if bad == 0:
+            return 0
+        j = ctz64(bad) >> 3
+        if j == 0 or j > 6 or p.s[i + j] != 34:
+            return 0
+        p.pos = i + j + 1
+        return (w & ((<uint64_t>1 << (8 * j)) - 1)) | (<uint64_t>j << 56)
     while j < 7 and i + j < p.n:
         c = p.s[i + j]
         if c == 34:
@@ -1220,10 +1415,13 @@ cdef int parse_object(Parser* p, int kind, Slot* slots, int depth) except -2:
     cdef Slot key
     cdef Slot* sl
     cdef KeyEntry* ke
+    cdef KeyEntry* table = KEYS[kind]
+    cdef uint8_t* pred = p.pred[kind]
     cdef const unsigned char* kb
     cdef Py_ssize_t kn, vstart, n
-    cdef uint64_t packed
+    cdef uint64_t packed, w
     cdef unsigned char c
+    cdef int h, last = HASH_SIZE
     if depth > MAX_DEPTH_:
         return fail(p, E_DEEP, "nested too deep", p.pos)
     p.pos += 1
@@ -1234,31 +1432,47 @@ cdef int parse_object(Parser* p, int kind, Slot* slots, int depth) except -2:
     while True:
         if p.pos >= p.n or p.s[p.pos] != 34:
             return fail(p, E_MALFORMED, "expected a key", p.pos)
-        packed = short_key(p)
-        if packed == 0:         # long, escaped or bad: the general way
-            if scan_string(p, &key) < 0:
-                return -1
-            kb = string_bytes(p, &key, &kn)
-            packed = pack_key(kb, kn)
-        ke = &KEYS[kind][key_hash(kind, packed)]
-        skip_ws(p)
-        if p.pos >= p.n or p.s[p.pos] != 58:
-            return fail(p, E_MALFORMED, "expected ':'", p.pos)
-        p.pos += 1
-        skip_ws(p)
-        if p.pos >= p.n:
-            return fail(p, E_MALFORMED, "unexpected end of data", p.pos)
+        packed = 0
+        h = pred[last] - 1
+        if h >= 0 and p.pos + 9 <= p.n:
+            # the key that came next last time: its bytes and the closing quote, or not
+            ke = &table[h]
+            memcpy(&w, p.s + p.pos + 1, 8)
+            if (w & ke.mask) == ke.quoted:
+                packed = ke.packed
+                p.pos += <int>(packed >> 56) + 2
+        if packed == 0:
+            packed = short_key(p)
+            if packed == 0:         # long, escaped or bad: the general way
+                if scan_string(p, &key) < 0:
+                    return -1
+                kb = string_bytes(p, &key, &kn)
+                packed = pack_key(kb, kn)
+            h = key_hash(kind, packed)
+            ke = &table[h]
+        if p.pos + 1 < p.n and p.s[p.pos] == 58 and p.s[p.pos + 1] > 32:
+            p.pos += 1          # compact JSON: the value right after the colon
+        else:
+            skip_ws(p)
+            if p.pos >= p.n or p.s[p.pos] != 58:
+                return fail(p, E_MALFORMED, "expected ':'", p.pos)
+            p.pos += 1
+            skip_ws(p)
+            if p.pos >= p.n:
+                return fail(p, E_MALFORMED, "unexpected end of data", p.pos)
         if ke.packed != packed:
             if skip_value(p, depth + 1, NULL) < 0:
                 return -1
         else:
+            pred[last] = <uint8_t>(h + 1)
+            last = h
             if kind == K_HEADER and p.pl_seen:
                 p.header_after_pl = 1
             sl = &slots[ke.slot]
             c = p.s[p.pos]
             sl.flags = 0
             sl.esc = 0
-            if ke.role == R_SUB:
+            if ke.role == R_SUB and c != 123:
                 memset(&slots[ke.sub_start], 0, sizeof(Slot) * ke.sub_count)
             if c == 34:
                 if scan_string(p, sl) < 0:
@@ -1274,12 +1488,15 @@ cdef int parse_object(Parser* p, int kind, Slot* slots, int depth) except -2:
                         # the same text as last time: the same (valid) object
                         memcpy(&slots[ke.sub_start], &p.sub_slots[ke.sub_start], sizeof(Slot) * ke.sub_count)
                         p.pos += n
+                        sl.flags = P_CACHED
                     else:
+                        memset(&slots[ke.sub_start], 0, sizeof(Slot) * ke.sub_count)
                         if parse_object(p, ke.sub, slots, depth + 1) < 0:
                             return -1
                         if kind == K_EVENT:
                             p.sub_start[ke.slot] = <int32_t>vstart
                             p.sub_len[ke.slot] = <int32_t>(p.pos - vstart)
+                            p.sub_valid[ke.slot] = 0
                             memcpy(&p.sub_slots[ke.sub_start], &slots[ke.sub_start], sizeof(Slot) * ke.sub_count)
                 elif skip_value(p, depth + 1, &sl.flags if ke.role == R_PARAMS else NULL) < 0:
                     return -1
@@ -1300,6 +1517,9 @@ cdef int parse_object(Parser* p, int kind, Slot* slots, int depth) except -2:
                 if skip_value(p, depth + 1, NULL) < 0:
                     return -1
                 sl.kind = TRUE_ if c == 116 else (FALSE_ if c == 102 else NUL)
+        if p.pos + 1 < p.n and p.s[p.pos] == 44 and p.s[p.pos + 1] == 34:
+            p.pos += 1          # compact JSON: the next key right after the comma
+            continue
         skip_ws(p)
         if p.pos >= p.n:
             return fail(p, E_MALFORMED, "unterminated object", p.pos)
@@ -1449,14 +1669,17 @@ cdef inline void set_scalar(Parser* p, Slot* sl, int vkind, uint64_t value, Py_s
     if vkind == VK_INT:
         sl.kind = INT
         sl.i = <int64_t>value
+        sl.len = 0
     elif vkind == VK_SINT:
         sl.kind = INT
         sl.i = <int64_t>(value >> 1) ^ -(<int64_t>(value & 1))
+        sl.len = 0
     elif vkind == VK_BOOL:
         sl.kind = TRUE_ if value != 0 else FALSE_
     elif vkind == VK_DOUBLE:
         sl.kind = FLOAT
         sl.d = read_double(p.s + vs)
+        sl.len = 0
     else:
         sl.kind = STR
         sl.esc = 2
@@ -1601,9 +1824,13 @@ cdef int check_list(Parser* p, Slot* slots, int list_id) except -2:
         elif r.type == T_OBJECT:
             if k != OBJ:
                 return r.code_invalid
+            if sl.flags & P_CACHED and p.sub_valid[r.slot]:
+                continue        # the same text as an object that passed
             code = check_list(p, slots, r.sub_list)
             if code >= 0:
                 return code
+            if sl.flags & P_CACHED:
+                p.sub_valid[r.slot] = 1
             continue
         elif r.type == T_PARAMS:
             ok = k == OBJ
@@ -1614,7 +1841,10 @@ cdef int check_list(Parser* p, Slot* slots, int list_id) except -2:
         if r.check == C_ANY:
             continue
         if r.check == C_ID:
-            b = string_bytes(p, sl, &n)
+            if sl.esc == 1:
+                b = string_bytes(p, sl, &n)
+            else:
+                n = sl.len
             ok = 0 < n <= MAX_ID_BYTES_
         elif r.check == C_POSITIVE:
             ok = sl.i >= 1
@@ -1694,6 +1924,12 @@ cdef int put_escaped(Buf* b, const unsigned char* s, Py_ssize_t n) except -1:
 
 cdef inline int put_str(Parser* p, Buf* b, Slot* sl) except -1:
     """A string slot as a JSON string (JSON input is already valid JSON text: copied)."""
+    if sl.kind == STR and sl.esc != 2 and sl.len <= 30 and sl.start + 32 <= p.n:
+        return put_quoted32(b, <const char*>p.s + sl.start, sl.len)    # the usual short one
+    return put_str_any(p, b, sl)
+
+
+cdef int put_str_any(Parser* p, Buf* b, Slot* sl) except -1:
     if sl.kind != STR:
         return put(b, "null", 4)
     putc(b, 34)
@@ -1704,10 +1940,21 @@ cdef inline int put_str(Parser* p, Buf* b, Slot* sl) except -1:
     return putc(b, 34)
 
 
-cdef inline int put_opt_int(Buf* b, Slot* sl) except -1:
+cdef inline int put_int_slot(Parser* p, Buf* b, Slot* sl) except -1:
+    """An INT slot: the number's text in the input copied when it has one (JSON), else written."""
+    if sl.len and sl.start + 24 <= p.n:
+        if b.n + 24 > b.cap:
+            buf_grow(b, 24)
+        memcpy(b.p + b.n, p.s + sl.start, 24)       # at most 16 of them count
+        b.n += sl.len
+        return 0
+    return put_int(b, sl.i)
+
+
+cdef inline int put_opt_int(Parser* p, Buf* b, Slot* sl) except -1:
     if sl.kind != INT:
         return put(b, "null", 4)
-    return put_int(b, sl.i)
+    return put_int_slot(p, b, sl)
 
 
 cdef inline int put_bool(Buf* b, Slot* sl) except -1:
@@ -1718,8 +1965,10 @@ cdef inline int put_bool(Buf* b, Slot* sl) except -1:
     return put(b, "null", 4)
 
 
-cdef inline int put_number(Buf* b, Slot* sl) except -1:
+cdef inline int put_number(Parser* p, Buf* b, Slot* sl) except -1:
     """A NUMBER field as a double."""
+    if sl.kind == FLOAT and sl.len:
+        return put(b, <const char*>p.s + sl.start, sl.len)    # its text is its repr
     if sl.kind == INT:
         return put_double(b, <double>sl.i)
     if sl.kind == FLOAT or sl.kind == BIGNUM:
@@ -1727,12 +1976,84 @@ cdef inline int put_number(Buf* b, Slot* sl) except -1:
     return put(b, "null", 4)
 
 
-cdef inline int put_enum(Buf* b, Slot* sl, const char** names, int64_t lo, int64_t count) except -1:
+cdef inline int put_name(Buf* b, const Name* nm) except -1:
+    if b.n + 40 > b.cap:
+        buf_grow(b, 40)
+    memcpy(b.p + b.n, nm.s, 40)
+    b.n += nm.n
+    return 0
+
+
+cdef inline int put_enum(Buf* b, Slot* sl, const Name* names, int64_t lo, int64_t count) except -1:
     if sl.kind != INT:
         return put(b, "null", 4)
     if lo <= sl.i < lo + count:
-        return puts(b, names[sl.i - lo])
+        return put_name(b, &names[sl.i - lo])
     return put(b, '"unknown"', 9)
+
+
+cdef int put_title(Buf* b, const unsigned char* s, Py_ssize_t n) except -1:
+    """`put_unquoted` of a usual title, straight into b: plain bytes, '+', and %XX escapes that
+    make whole UTF-8 characters needing no JSON escape. Returns 1, with nothing written, for
+    any other title (a bad sequence, a control character, a quote...): `put_unquoted` then."""
+    cdef Py_ssize_t i = 0, j, k, need
+    cdef unsigned char* q
+    cdef unsigned char c, v, lo, hi
+    if b.n + n > b.cap:
+        buf_grow(b, n)          # never longer than s: each escape makes one byte of three
+    q = <unsigned char*>b.p + b.n
+    while i < n:
+        c = s[i]
+        if c == 37 and i + 2 < n and HEX[s[i + 1]] != 0xFF and HEX[s[i + 2]] != 0xFF:
+            v = <unsigned char>((HEX[s[i + 1]] << 4) | HEX[s[i + 2]])
+            if v < 0x80:
+                if v < 0x20 or v == 34 or v == 92:
+                    return 1
+                q[0] = v
+                q += 1
+                i += 3
+                continue
+            lo, hi = 0x80, 0xBF
+            if 0xC2 <= v <= 0xDF:
+                need = 1
+            elif 0xE0 <= v <= 0xEF:
+                need = 2
+                if v == 0xE0:
+                    lo = 0xA0
+                elif v == 0xED:
+                    hi = 0x9F
+            elif 0xF0 <= v <= 0xF4:
+                need = 3
+                if v == 0xF0:
+                    lo = 0x90
+                elif v == 0xF4:
+                    hi = 0x8F
+            else:
+                return 1
+            q[0] = v
+            for k in range(1, need + 1):
+                j = i + 3 * k
+                if j + 2 >= n or s[j] != 37 or HEX[s[j + 1]] == 0xFF or HEX[s[j + 2]] == 0xFF:
+                    return 1
+                v = <unsigned char>((HEX[s[j + 1]] << 4) | HEX[s[j + 2]])
+                if not (lo <= v <= hi):
+                    return 1
+                lo, hi = 0x80, 0xBF
+                q[k] = v
+            q += need + 1
+            i += 3 * (need + 1)
+        elif c == 43:
+            q[0] = 32
+            q += 1
+            i += 1
+        elif c < 0x20 or c == 34 or c == 92:
+            return 1
+        else:
+            q[0] = c            # a '%' that starts no escape, or a byte of valid UTF-8
+            q += 1
+            i += 1
+    b.n = <char*>q - b.p
+    return 0
 
 
 cdef int put_unquoted(Buf* b, const unsigned char* s, Py_ssize_t n) except -1:
@@ -1832,14 +2153,27 @@ cdef Py_ssize_t put_replacing(const unsigned char* s, Py_ssize_t n, unsigned cha
 
 cdef int put_screen_name(Parser* p, Buf* b, Slot* url) except -1:
     """The first `title=` parameter of the url's query (up to any '#'), unquoted, or null."""
-    cdef uint64_t tail = 0
+    cdef uint64_t w, h
     cdef UrlSeen* seen
-    cdef Py_ssize_t at
+    cdef Py_ssize_t at, k
     if url.kind != STR:
         return put(b, "null", 4)
-    if url.len >= 8:
-        memcpy(&tail, p.s + url.start + url.len - 8, 8)
-    seen = &p.urls[((tail ^ <uint64_t>url.len) * 0x9E3779B97F4A7C15ULL) >> 58]
+    # a hash of the whole text, 8 bytes at a time (urls that differ in one digit are common)
+    h = <uint64_t>url.len
+    k = 0
+    while k + 8 <= url.len:
+        memcpy(&w, p.s + url.start + k, 8)
+        h = (h ^ w) * 0x9E3779B97F4A7C15ULL
+        k += 8
+    if k < url.len:
+        w = 0
+        if url.len >= 8:
+            memcpy(&w, p.s + url.start + url.len - 8, 8)
+        else:
+            memcpy(&w, p.s + url.start, url.len)
+        h = (h ^ w) * 0x9E3779B97F4A7C15ULL
+    h ^= h >> 29
+    seen = &p.urls[(h * 0x9E3779B97F4A7C15ULL) >> 58]
     if seen.len and url.len == seen.len and memcmp(p.s + url.start, p.s + seen.start, url.len) == 0:
         # a url seen before in this batch: its screen name is already written
         if b.n + seen.name_len > b.cap:
@@ -1871,8 +2205,9 @@ cdef int _put_screen_name(Parser* p, Buf* b, Slot* url) except -1:
         amp = end if hit == NULL else hit - s
         if amp - start >= 6 and memcmp(s + start, b"title=", 6) == 0:
             putc(b, 34)
-            # string_bytes may point at the scratch buffer; put_unquoted copies first
-            put_unquoted(b, s + start + 6, amp - start - 6)
+            # s is the input or the scratch buffer, never b
+            if put_title(b, s + start + 6, amp - start - 6):
+                put_unquoted(b, s + start + 6, amp - start - 6)
             return putc(b, 34)
         start = amp + 1
     return put(b, "null", 4)
@@ -2004,7 +2339,7 @@ cdef int put_event(Parser* p, Buf* b, Slot* ev, Slot* hd, Buf* who, Buf* sent, B
     if ea == CUSTOM_EA:
         put_str(p, b, &ev[S_AC])
     else:
-        puts(b, ACTION_JSON[ea])
+        put_name(b, &ACTION_JSON[ea])
     put(b, ',"label":', 9)
     if LABEL_SLOT[ea] >= 0:
         put_str(p, b, &ev[LABEL_SLOT[ea]])
@@ -2012,20 +2347,20 @@ cdef int put_event(Parser* p, Buf* b, Slot* ev, Slot* hd, Buf* who, Buf* sent, B
         put(b, "null", 4)
     put(b, who.p, who.n)
     put(b, ',"session_id":', 14)
-    put_opt_int(b, &ev[S_SN])
+    put_opt_int(p, b, &ev[S_SN])
     put(b, ',"time":', 8)
     put_int(b, received - skew)
     put(b, ',"device_time":', 15)
-    put_int(b, t)
+    put_int_slot(p, b, &ev[S_T])
     put(b, sent.p, sent.n)
     put(b, ',"uptime_ms":', 13)
-    put_opt_int(b, &ev[S_UPT])
+    put_opt_int(p, b, &ev[S_UPT])
     put(b, ',"url":', 7)
     put_str(p, b, &ev[S_URL])
     put(b, ',"screen_name":', 15)
     put_screen_name(p, b, &ev[S_URL])
     put(b, ',"screen_count":', 16)
-    put_opt_int(b, &ev[S_SCN])
+    put_opt_int(p, b, &ev[S_SCN])
     put(b, ',"connectivity":', 16)
     put_enum(b, &ev[S_C], CONNECTIVITY, -1, 6)
     put(b, ',"carrier":', 11)
@@ -2039,7 +2374,7 @@ cdef int put_event(Parser* p, Buf* b, Slot* ev, Slot* hd, Buf* who, Buf* sent, B
         put(b, '{"title":', 9)
         put_str(p, b, &ev[S_ST])
         put(b, ',"load_time_ms":', 16)
-        put_opt_int(b, &ev[S_SL])
+        put_opt_int(p, b, &ev[S_SL])
         putc(b, 125)
     elif ea == 6 or ea == 8 or ea == 9 or ea == 10:
         put(b, '{"target_path":', 15)
@@ -2053,15 +2388,15 @@ cdef int put_event(Parser* p, Buf* b, Slot* ev, Slot* hd, Buf* who, Buf* sent, B
             put(b, ',"direction":', 13)
             put_enum(b, &ev[S_FD], DIRECTION, 1, 5)
             put(b, ',"distance":', 12)
-            put_opt_int(b, &ev[S_TVD])
+            put_opt_int(p, b, &ev[S_TVD])
             put(b, ',"velocity":', 12)
-            put_opt_int(b, &ev[S_TVV])
+            put_opt_int(p, b, &ev[S_TVV])
         putc(b, 125)
     elif ea == 16:
         put(b, '{"value":', 9)
-        put_number(b, &ev[S_VL])
+        put_number(p, b, &ev[S_VL])
         put(b, ',"currency_code":', 17)
-        put_int(b, ev[S_CU].i)
+        put_int_slot(p, b, &ev[S_CU])
         put(b, ',"currency":', 12)
         if CURRENCY[ev[S_CU].i][0]:
             putc(b, 34)
@@ -2079,7 +2414,7 @@ cdef int put_event(Parser* p, Buf* b, Slot* ev, Slot* hd, Buf* who, Buf* sent, B
         if ea == 18:
             put_str(p, b, &ev[S_V])
         else:
-            put_int(b, ev[S_V].i)
+            put_int_slot(p, b, &ev[S_V])
         putc(b, 125)
     elif ea == CUSTOM_EA:
         if params is not None:
@@ -2112,13 +2447,13 @@ cdef int put_app_version(Parser* p, Buf* b, Slot* ev) except -1:
     put(b, ',"sdk_version":', 15)
     put_str(p, b, &ev[S_SV])
     put(b, ',"sdk_build":', 13)
-    put_opt_int(b, &ev[S_SB])
+    put_opt_int(p, b, &ev[S_SB])
     put(b, ',"version":', 11)
     put_str(p, b, &ev[S_AV])
     put(b, ',"flavor":', 10)
     put_str(p, b, &ev[S_AF])
     put(b, ',"build":', 9)
-    put_opt_int(b, &ev[S_AB])
+    put_opt_int(p, b, &ev[S_AB])
     if vo.kind == OBJ and vo.len:
         p.vo_start, p.vo_len = vo.start, vo.len
         p.app_at, p.app_len = at, b.n - at
@@ -2148,7 +2483,7 @@ cdef int put_header_parts(Parser* p, Slot* hd, int64_t received, Buf* who, Buf* 
     put(device, ',"timezone":', 12)
     put_str(p, device, &hd[H_TZ])
     put(device, ',"density":', 11)
-    put_number(device, &hd[H_D])   # sub-slots are absent unless `r` was an object
+    put_number(p, device, &hd[H_D])   # sub-slots are absent unless `r` was an object
     put(device, '},"app":{"name":', 16)
     put_str(p, device, &hd[H_AN])
     put(device, ',"sdk_type":', 12)
