@@ -5,9 +5,16 @@ of their first record. Each record is checksummed, so a torn tail left by a cras
 cut off on the next start. Appends are committed in groups: whatever arrives while one fsync
 runs goes into the next, so a reply that says `logged` never waits for more than two fsyncs.
 Readers (sinks, subscribers) only ever see what has been fsynced.
+
+The event loop queues appends, checksums them and hands out positions; writes and fsyncs run on
+the log's own thread. The records of the last group commits are kept in memory (`cache_bytes`),
+so that readers that keep up (sinks, subscribers) get them without reading the file back and
+checking it again.
 """
 
 import asyncio
+import bisect
+import concurrent.futures
 import logging
 import os
 import struct
@@ -27,7 +34,7 @@ HEADER_SIZE = _HEADER.size
 _SUFFIX = ".seg"
 
 
-class Record(msgspec.Struct, frozen=True):
+class Record(msgspec.Struct, frozen=True, gc=False):
     position: int  # where the record starts
     kind: int
     time: int
@@ -43,8 +50,11 @@ class LogFull(Exception):
     """The log is at its disk cap: ingest must be refused until sinks catch up."""
 
 
+_KIND_TIME = struct.Struct("<Bq")
+
+
 def _header(kind: int, ms: int, payload: bytes) -> bytes:
-    crc = zlib.crc32(payload, zlib.crc32(struct.pack("<Bq", kind, ms)))
+    crc = zlib.crc32(payload, zlib.crc32(_KIND_TIME.pack(kind, ms)))
     return _HEADER.pack(len(payload), crc, kind, ms)
 
 
@@ -57,7 +67,7 @@ def _decode_at(data: bytes | memoryview, offset: int):
     if end > len(data) or kind not in (EVENTS, DEAD):
         return None
     payload = bytes(data[offset + HEADER_SIZE : end])
-    if zlib.crc32(payload, zlib.crc32(struct.pack("<Bq", kind, ms))) != crc:
+    if zlib.crc32(payload, zlib.crc32(_KIND_TIME.pack(kind, ms))) != crc:
         return None
     return kind, ms, payload, end - offset
 
@@ -72,22 +82,31 @@ class Log:
         segment_bytes: int = 64 << 20,
         max_bytes: int = 4 << 30,
         fsync: bool = True,
+        cache_bytes: int = 16 << 20,
     ):
         self.directory = directory
         self.segment_bytes = segment_bytes
         self.max_bytes = max_bytes
         self.fsync = fsync
+        self.cache_bytes = cache_bytes
         os.makedirs(directory, exist_ok=True)
         self._segments: list[int] = []  # start positions, ascending
         self._fd = -1
         self._end = 0  # position after the last record written
         self._durable = 0  # position up to which everything is fsynced
-        self._pending: list[tuple[bytes, bytes, asyncio.Future]] = []  # header, payload, waiter
+        # appends not yet handed to the writer: (records [(kind, ms, payload)], waiter)
+        self._pending: list[tuple[list, asyncio.Future]] = []
         self._wakeup: asyncio.Event | None = None
         self._grown: asyncio.Condition | None = None
         self._writer: asyncio.Task | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._readers: dict[int, object] = {}
+        # the last durable records, oldest first, for readers: Records and their positions
+        self._recent: list[Record] = []
+        self._recent_positions: list[int] = []
+        self._recent_size = 0
         self.fsync_seconds = 0.0  # of the last group commit
+        self.on_commit = None  # called with each group commit's seconds (a metric)
         self.truncated = 0  # bytes of torn tail cut off when opened
         self._open()
 
@@ -143,18 +162,25 @@ class Log:
 
     async def append(self, kind: int, ms: int, payload: bytes) -> int:
         """Append a record; return its position once it is fsynced. Raises LogFull."""
+        return (await self.append_many([(kind, ms, payload)]))[0]
+
+    def append_many(self, records: list) -> asyncio.Future:
+        """Queue records [(kind, ms, payload)] to be appended together (in one group commit);
+        the future gives their positions once they are fsynced, or the error. Raises LogFull."""
         if self.full():
             raise LogFull(f"the local log holds {self.size} bytes, its cap is {self.max_bytes}")
         self._ensure_writer()
         fut = asyncio.get_running_loop().create_future()
-        self._pending.append((_header(kind, ms, payload), payload, fut))
+        self._pending.append((records, fut))
         self._wakeup.set()
-        return await fut
+        return fut
 
     def _ensure_writer(self) -> None:
         if self._writer is None:
             self._wakeup = asyncio.Event()
             self._grown = asyncio.Condition()
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="collector-log")
             self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
     async def _write_loop(self) -> None:
@@ -166,14 +192,17 @@ class Log:
             if not batch:
                 continue
             try:
-                positions = []
+                entries = []  # (position, kind, ms, payload)
                 buffers = []
-                for header, payload, _ in batch:
-                    positions.append(self._end)
-                    self._end += len(header) + len(payload)
-                    buffers += (header, payload)
+                end = self._end
+                for records, _ in batch:
+                    for kind, ms, payload in records:
+                        entries.append((end, kind, ms, payload))
+                        buffers += (_header(kind, ms, payload), payload)
+                        end += HEADER_SIZE + len(payload)
+                self._end = end
                 started = time.perf_counter()
-                await loop.run_in_executor(None, self._write_and_sync, buffers)
+                await loop.run_in_executor(self._executor, self._write_and_sync, buffers)
                 self.fsync_seconds = time.perf_counter() - started
                 if self._end - self._segments[-1] >= self.segment_bytes:
                     self._rotate()
@@ -184,19 +213,44 @@ class Log:
                     os.ftruncate(self._fd, self._durable - self._segments[-1])
                 except OSError:
                     pass
-                for _, _, fut in batch:
+                for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
             self._durable = self._end
-            for (_, _, fut), position in zip(batch, positions):
+            self._remember(entries)
+            n = 0
+            for records, fut in batch:
+                k = len(records)
                 if not fut.done():
-                    fut.set_result(position)
+                    fut.set_result([e[0] for e in entries[n : n + k]])
+                n += k
+            if self.on_commit is not None:
+                self.on_commit(self.fsync_seconds)
             async with self._grown:
                 self._grown.notify_all()
 
+    def _remember(self, entries) -> None:
+        """Keep the records just made durable for readers, within `cache_bytes`."""
+        if self.cache_bytes <= 0:
+            return
+        recent, positions = self._recent, self._recent_positions
+        for position, kind, ms, payload in entries:
+            recent.append(Record(position, kind, ms, payload))
+            positions.append(position)
+            self._recent_size += HEADER_SIZE + len(payload)
+        drop = 0
+        while self._recent_size > self.cache_bytes and drop < len(recent) - 1:
+            self._recent_size -= HEADER_SIZE + len(recent[drop].payload)
+            drop += 1
+        if drop:
+            del recent[:drop], positions[:drop]
+
     def _write_and_sync(self, buffers: list) -> None:
-        """Write the buffers whole (no copies to join them), then fsync."""
+        """Write the buffers whole (no copies to join them), then fsync. Runs on the log's
+        thread, which takes the GIL as few times as it can (once per system call): a thread
+        that wants the GIL back while the event loop is busy may wait a switch interval (5 ms)
+        each time, so the checksums are computed on the loop, not here."""
         views = [memoryview(b) for b in buffers if b]
         while views:
             written = os.writev(self._fd, views[:1024])
@@ -234,6 +288,12 @@ class Log:
             except asyncio.CancelledError:
                 pass
             self._writer = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        self._recent.clear()
+        self._recent_positions.clear()
+        self._recent_size = 0
         for f in self._readers.values():
             f.close()
         self._readers.clear()
@@ -247,6 +307,21 @@ class Log:
         """Durable records from `position` on, about max_bytes of them (at least one if there
         is one). A position before the oldest segment still held starts at the oldest record."""
         position = max(position, self._segments[0])
+        positions = self._recent_positions
+        if positions and position >= positions[0]:  # recent: from memory
+            i = bisect.bisect_left(positions, position)
+            if i == len(positions) and position >= self._durable:
+                return []
+            if i < len(positions) and positions[i] == position:
+                out = []
+                total = 0
+                recent = self._recent
+                while i < len(recent) and total < max_bytes:
+                    rec = recent[i]
+                    out.append(rec)
+                    total += HEADER_SIZE + len(rec.payload)
+                    i += 1
+                return out
         out: list[Record] = []
         total = 0
         while position < self._durable and total < max_bytes:

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import collections
 import fnmatch
+import logging
 import re
 import time
 
@@ -19,11 +20,14 @@ from .errors import BatchError
 from .log import DEAD, EVENTS, Log, LogFull
 from .v1 import collector_pb2 as pb
 
+log = logging.getLogger("collector.pipeline")
+
 _STATUS = {code: code.value[0] for code in grpc.StatusCode}
 
 
-class _Key(msgspec.Struct):
-    """The fields of a normalised event that the pipeline itself looks at."""
+class _Key(msgspec.Struct, gc=False):
+    """The fields of a normalised event that the pipeline itself looks at (strings only, so
+    the garbage collector need not track the 50 or so of these made for every batch)."""
 
     event_id: str
     action: str
@@ -55,37 +59,85 @@ class Rules:
             return True
         return allow is not None and not allow(action)
 
+    def any_for(self, project: int) -> bool:
+        """Whether the project has rules at all (if not, nothing of it is filtered)."""
+        allow, deny = self._by_project.get(project, (None, None))
+        return allow is not None or deny is not None
+
 
 class Dedup:
     """(project, event id) pairs seen within the window: the last `max_events` accepted ids
     that arrived within `max_seconds`. An id is held as `pending` while its batch is being
-    logged, so that two copies arriving at once cannot both be accepted."""
+    logged, so that two copies arriving at once cannot both be accepted.
+
+    The ids are kept in a set per project (a batch's ids are checked at once); their order of
+    arrival is a queue of (time, project, ids of one batch), so that a batch's ids go in and
+    age out together. Held ids are never in the window (they were checked before they were
+    held, and no other copy can be accepted while they are), so a commit need not check again.
+    """
 
     def __init__(self, max_events: int, max_seconds: float):
         self.max_events = max_events
         self.max_seconds = max_seconds
-        self._seen: collections.OrderedDict = collections.OrderedDict()
-        self._pending: set = set()
+        self._seen: dict[int, set] = collections.defaultdict(set)
+        self._pending: dict[int, set] = collections.defaultdict(set)
+        self._order: collections.deque = collections.deque()  # [time, project, ids], oldest first
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
 
     def _expire(self, now: float) -> None:
-        seen = self._seen
-        while seen and (len(seen) > self.max_events or next(iter(seen.values())) < now - self.max_seconds):
-            seen.popitem(last=False)
+        order = self._order
+        while order and (order[0][0] < now - self.max_seconds or self._size > self.max_events):
+            entry = order[0]
+            ids = entry[2]
+            excess = self._size - self.max_events
+            if entry[0] >= now - self.max_seconds and len(ids) > excess:  # ages out in part
+                entry[2] = ids[excess:]
+                ids = ids[:excess]
+            else:
+                order.popleft()
+            seen = self._seen[entry[1]]
+            seen.difference_update(ids)
+            self._size -= len(ids)
+            if not seen:
+                del self._seen[entry[1]]
 
-    def seen(self, key) -> bool:
-        return key in self._seen or key in self._pending
+    def seen(self, project: int, event_id: str) -> bool:
+        seen, pending = self._seen.get(project), self._pending.get(project)
+        return (seen is not None and event_id in seen) or (pending is not None and event_id in pending)
 
-    def hold(self, keys) -> None:
-        self._pending.update(keys)
+    def none_seen(self, project: int, ids) -> bool:
+        """True when no id is in the window or pending (the usual case, checked at once)."""
+        seen, pending = self._seen.get(project), self._pending.get(project)
+        return (seen is None or seen.isdisjoint(ids)) and (pending is None or pending.isdisjoint(ids))
 
-    def commit(self, keys, now: float) -> None:
-        for key in keys:
-            self._pending.discard(key)
-            self._seen[key] = now
+    def hold(self, project: int, ids) -> None:
+        if ids:
+            self._pending[project].update(ids)
+
+    def _unhold(self, project: int, ids) -> None:
+        pending = self._pending.get(project)
+        if pending is not None:
+            pending.difference_update(ids)
+            if not pending:
+                del self._pending[project]
+
+    def commit(self, project: int, ids, now: float) -> None:
+        """The held ids were accepted: they join the window."""
+        if not ids:
+            return
+        self._unhold(project, ids)
+        self._seen[project].update(ids)
+        self._size += len(ids)
+        self._order.append([now, project, list(ids)])
         self._expire(now)
 
-    def release(self, keys) -> None:
-        self._pending.difference_update(keys)
+    def release(self, project: int, ids) -> None:
+        """The held ids were not accepted after all."""
+        if ids:
+            self._unhold(project, ids)
 
 
 class Budget:
@@ -135,6 +187,12 @@ class Pipeline:
         self.budget = Budget(config.limits.inflight_bytes, config.limits.inflight_bytes_per_project)
         self.keys = {key: frozenset(projects) for key, projects in config.api_keys.items()}
         self._replies: collections.OrderedDict = collections.OrderedDict()  # idempotent resends
+        # the metric series touched for every batch, looked up once
+        self._accepted = metrics.events.labels("accepted", "")
+        self._duplicates = metrics.events.labels("duplicate", "")
+        self._filtered = metrics.events.labels("filtered", "")
+        self._batches_ok = metrics.batches.labels("ok", "")
+        log.on_commit = metrics.fsync_seconds.observe  # once per group commit
 
     # ------------------------------------------------------------------------------ auth
 
@@ -157,35 +215,69 @@ class Pipeline:
 
     async def ingest(self, request: pb.IngestRequest, allowed, key: str | None) -> pb.IngestReply:
         """The reply to one batch; raises Refused when the whole batch is refused."""
+        result = self.submit(request, allowed, key)
+        if isinstance(result, asyncio.Future):
+            result = await result
+        if isinstance(result, Refused):
+            raise result
+        return result
+
+    def submit(self, request: pb.IngestRequest, allowed, key: str | None, done=None):
+        """Work on one batch up to the log, without waiting for the log: the result is the
+        reply, or Refused when the whole batch is refused. It is returned when it is known at
+        once (a refusal, a resend); otherwise the batch is in the log's queue, and `done(result)`
+        is called once it is fsynced (or the log failed), or, without `done`, a future gives it.
+
+        This runs the CPU work (admission, decode, rules, dedup) at once and leaves only the
+        fsync to wait for, so a stream can have many batches in the log's queue without a task
+        for each."""
         batch_id = request.batch_id
         cached = self._replies.get((key, batch_id)) if batch_id else None
         if cached is not None:  # a resend of a batch already logged: the same answer
             return cached
         which = request.WhichOneof("batch")
         if which is None:
-            raise self._refuse(batch_id, grpc.StatusCode.INVALID_ARGUMENT, "no batch in the request")
+            return self._refuse(batch_id, grpc.StatusCode.INVALID_ARGUMENT, "no batch in the request")
         data = request.json if which == "json" else request.protobuf
         project = request.project_id
         if allowed is not None and project and project not in allowed:
-            raise self._refuse(batch_id, grpc.StatusCode.PERMISSION_DENIED,
-                               f"this API key may not send to project {project}")
+            return self._refuse(batch_id, grpc.StatusCode.PERMISSION_DENIED,
+                                f"this API key may not send to project {project}")
         limits = self.config.limits
         if self.log.full():
-            raise self._refuse(batch_id, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                               "the local log is at its disk cap; sinks are behind",
-                               limits.retry_after_ms * 5)
+            return self._refuse(batch_id, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                "the local log is at its disk cap; sinks are behind",
+                                limits.retry_after_ms * 5)
         size = len(data)
         if not self.budget.take(size, project):
-            raise self._refuse(batch_id, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                               "too many bytes in flight; slow down", limits.retry_after_ms)
+            return self._refuse(batch_id, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                "too many bytes in flight; slow down", limits.retry_after_ms)
         self.metrics.inflight_bytes.set(self.budget.used)
         try:
-            return await self._ingest(batch_id, data, which, allowed, key)
-        finally:
-            self.budget.give(size, project)
-            self.metrics.inflight_bytes.set(self.budget.used)
+            work = self._work(batch_id, data, which, allowed, key)
+        except BaseException:
+            self._give(size, project)
+            raise
+        if not isinstance(work, _Logging):  # answered without the log
+            self._give(size, project)
+            return work
+        work.budget = (size, project)
+        if done is None:  # the caller awaits; it may give up (a cancelled call), the work goes on
+            fut = asyncio.get_running_loop().create_future()
+            work.done = lambda result: fut.done() or fut.set_result(result)
+            work.future.add_done_callback(work.logged)
+            return fut
+        work.done = done
+        work.future.add_done_callback(work.logged)
+        return None
 
-    async def _ingest(self, batch_id, data: bytes, fmt: str, allowed, key) -> pb.IngestReply:
+    def _give(self, size: int, project: int) -> None:
+        self.budget.give(size, project)
+        self.metrics.inflight_bytes.set(self.budget.used)
+
+    def _work(self, batch_id, data: bytes, fmt: str, allowed, key):
+        """Decode, rules, dedup, and the records queued in the log: a _Logging, or the result
+        (Refused) when there is nothing to wait for."""
         received = time.time_ns() // 1_000_000
         started = time.perf_counter()
         try:
@@ -193,12 +285,11 @@ class Pipeline:
         except BatchError as exc:
             self.metrics.batches.labels("batch_error", exc.code).inc()
             record = _dead_record(batch_id, None, exc.code, data, fmt, exc.message)
-            await self._append(batch_id, [(DEAD, received, record)])
             reply = pb.IngestReply(batch_id=batch_id, batch_error=exc.code, detail=exc.message,
                                    durability=pb.DURABILITY_LOGGED,
                                    status=_STATUS[grpc.StatusCode.INVALID_ARGUMENT])
-            self._remember(key, batch_id, reply)
-            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, reply) from None
+            return self._log(_Logging(self, batch_id, key, reply, batch_error=True),
+                             [(DEAD, received, record)])
         finally:
             self.metrics.decode_seconds.observe(time.perf_counter() - started)
 
@@ -207,33 +298,40 @@ class Pipeline:
         keys = _keys.decode_lines(jsonl)
         project = decoded.project_id
         if allowed is not None and project not in allowed:
-            raise self._refuse(batch_id, grpc.StatusCode.PERMISSION_DENIED,
-                               f"this API key may not send to project {project}")
-        indexes = [i for i in range(len(keys) + len(rejected)) if i not in rejected]
+            return self._refuse(batch_id, grpc.StatusCode.PERMISSION_DENIED,
+                                f"this API key may not send to project {project}")
 
         results = [pb.EventResult(index=i, code=code) for i, code in decoded.rejected]
-        kept, held = [], []  # kept: positions in the batch's lines
         filtered = duplicate = 0
-        batch_ids = set()
-        for n, (k, index) in enumerate(zip(keys, indexes)):
-            if self.rules.filtered(project, k.action):
-                filtered += 1
-                results.append(pb.EventResult(index=index, code="filtered",
-                                              detail=f"{k.action} is filtered for project {project}"))
-                continue
-            dedup_key = (project, k.event_id)
-            if dedup_key in batch_ids or self.dedup.seen(dedup_key):
-                duplicate += 1
-                results.append(pb.EventResult(index=index, code="duplicate",
-                                              detail=f"event {k.event_id} was already accepted"))
-                continue
-            batch_ids.add(dedup_key)
-            held.append(dedup_key)
-            kept.append(n)
-        results.sort(key=lambda r: r.index)
+        held = [k.event_id for k in keys]  # the ids this batch adds to the dedup window
+        if not self.rules.any_for(project) and len(set(held)) == len(held) \
+                and self.dedup.none_seen(project, held):
+            kept = keys  # the usual case: nothing filtered, no duplicates; every event is kept
+        else:
+            if rejected:
+                indexes = [i for i in range(len(keys) + len(rejected)) if i not in rejected]
+            else:
+                indexes = range(len(keys))
+            kept, held = [], []  # kept: positions in the batch's lines
+            batch_ids = set()
+            for n, (k, index) in enumerate(zip(keys, indexes)):
+                if self.rules.filtered(project, k.action):
+                    filtered += 1
+                    results.append(pb.EventResult(index=index, code="filtered",
+                                                  detail=f"{k.action} is filtered for project {project}"))
+                    continue
+                if k.event_id in batch_ids or self.dedup.seen(project, k.event_id):
+                    duplicate += 1
+                    results.append(pb.EventResult(index=index, code="duplicate",
+                                                  detail=f"event {k.event_id} was already accepted"))
+                    continue
+                batch_ids.add(k.event_id)
+                held.append(k.event_id)
+                kept.append(n)
+            results.sort(key=lambda r: r.index)
 
         records = []
-        if len(kept) == len(keys) and kept:  # the usual case: every decoded event is kept
+        if len(kept) == len(keys) and kept:  # every decoded event is kept
             records.append((EVENTS, received, jsonl))
         elif kept:
             lines = jsonl.split(b"\n")
@@ -242,44 +340,32 @@ class Pipeline:
             records.append((DEAD, received, b"".join(
                 _dead_record(batch_id, i, code, data, fmt, "", raw)
                 for (i, code), raw in zip(decoded.rejected, _raw_events(data, fmt, rejected)))))
-        self.dedup.hold(held)
-        try:
-            await self._append(batch_id, records)
-        except BaseException:
-            self.dedup.release(held)
-            raise
-        self.dedup.commit(held, time.monotonic())
-
-        m = self.metrics.events
-        m.labels("accepted", "").inc(len(kept))
-        if duplicate:
-            m.labels("duplicate", "").inc(duplicate)
-        if filtered:
-            m.labels("filtered", "").inc(filtered)
-        for _, code in decoded.rejected:
-            m.labels("rejected", code).inc()
-        self.metrics.batches.labels("ok", "").inc()
         reply = pb.IngestReply(
             batch_id=batch_id, accepted=len(kept), duplicate=duplicate, filtered=filtered,
             rejected=len(rejected), results=results, durability=pb.DURABILITY_LOGGED,
         )
-        self._remember(key, batch_id, reply)
-        return reply
-
-    async def _append(self, batch_id: str, records) -> None:
-        if not records:
-            return
+        work = _Logging(self, batch_id, key, reply, project=project, held=held,
+                        rejected=decoded.rejected)
+        if not records:  # nothing to log (an empty batch, or every event a duplicate)
+            return work.finish()
+        self.dedup.hold(project, held)
         try:
-            await asyncio.gather(*(self.log.append(*r) for r in records))
+            result = self._log(work, records)
+        except BaseException:
+            self.dedup.release(project, held)
+            raise
+        if not isinstance(result, _Logging):
+            self.dedup.release(project, held)
+        return result
+
+    def _log(self, work: "_Logging", records):
+        """Queue the records in the log: the work, now waiting for the log, or Refused."""
+        try:
+            work.future = self.log.append_many(records)
         except LogFull as exc:
-            raise self._refuse(batch_id, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc),
-                               self.config.limits.retry_after_ms * 5) from None
-        except OSError as exc:
-            raise self._refuse(batch_id, grpc.StatusCode.UNAVAILABLE,
-                               f"the local log failed: {exc}", self.config.limits.retry_after_ms) from None
-        finally:
-            self.metrics.log_bytes.set(self.log.size)
-            self.metrics.fsync_seconds.observe(self.log.fsync_seconds)
+            return self._refuse(work.batch_id, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc),
+                                self.config.limits.retry_after_ms * 5)
+        return work
 
     def _remember(self, key, batch_id: str, reply) -> None:
         if not batch_id:
@@ -287,6 +373,70 @@ class Pipeline:
         self._replies[(key, batch_id)] = reply
         while len(self._replies) > 10_000:
             self._replies.popitem(last=False)
+
+
+class _Logging:
+    """One batch whose records are in the log's queue: what to do once they are fsynced."""
+
+    __slots__ = ("pipeline", "batch_id", "key", "reply", "project", "held", "rejected",
+                 "batch_error", "future", "budget", "done")
+
+    def __init__(self, pipeline, batch_id, key, reply, *, project=0, held=(), rejected=(),
+                 batch_error=False):
+        self.pipeline = pipeline
+        self.project = project
+        self.batch_id = batch_id
+        self.key = key
+        self.reply = reply
+        self.held = held
+        self.rejected = rejected
+        self.batch_error = batch_error
+        self.future = None
+        self.budget = None
+        self.done = None
+
+    def logged(self, future) -> None:
+        """The log's answer: reply (or refuse), and always give back the bytes in flight."""
+        p = self.pipeline
+        try:
+            exc = future.exception() if not future.cancelled() else asyncio.CancelledError()
+            if exc is not None:
+                p.dedup.release(self.project, self.held)
+                if isinstance(exc, OSError):
+                    result = p._refuse(self.batch_id, grpc.StatusCode.UNAVAILABLE,
+                                       f"the local log failed: {exc}", p.config.limits.retry_after_ms)
+                else:
+                    log.error("log append failed: %r", exc)
+                    result = p._refuse(self.batch_id, grpc.StatusCode.INTERNAL, f"internal error: {exc}")
+            else:
+                p.dedup.commit(self.project, self.held, time.monotonic())
+                result = self.finish()
+        except Exception as exc:  # noqa: BLE001 - a bug must not lose the reply
+            log.exception("ingest failed")
+            result = p._refuse(self.batch_id, grpc.StatusCode.INTERNAL, f"internal error: {exc}")
+        finally:
+            if self.budget is not None:
+                p._give(*self.budget)
+            p.metrics.log_bytes.set(p.log.size)
+        self.done(result)
+
+    def finish(self):
+        """The batch is logged: count it, remember the reply (for resends), and give it."""
+        p, reply = self.pipeline, self.reply
+        p._remember(self.key, self.batch_id, reply)
+        if self.batch_error:
+            return Refused(grpc.StatusCode.INVALID_ARGUMENT, reply)
+        p._accepted.inc(reply.accepted)
+        if reply.duplicate:
+            p._duplicates.inc(reply.duplicate)
+        if reply.filtered:
+            p._filtered.inc(reply.filtered)
+        if self.rejected:
+            m = p.metrics.events
+            for _, code in self.rejected:
+                m.labels("rejected", code).inc()
+        p._batches_ok.inc()
+        return reply
 
 
 def _raw_events(data: bytes, fmt: str, rejected: dict):

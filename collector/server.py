@@ -6,6 +6,7 @@ what the log holds, and the log is fsynced.
 """
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -29,7 +30,7 @@ from .v1 import collector_pb2_grpc as pb_grpc
 log = logging.getLogger("collector.server")
 
 _events = msgspec.json.Decoder(NormalizedEvent)
-STREAM_WINDOW = 32  # batches of one IngestStream worked on at once
+STREAM_WINDOW = 64  # batches of one IngestStream in the log's queue at once (the client's default window)
 SERVICES = (
     pb.DESCRIPTOR.services_by_name["Collector"].full_name,
     pb.DESCRIPTOR.services_by_name["Events"].full_name,
@@ -96,35 +97,46 @@ class CollectorServicer(pb_grpc.CollectorServicer):
         with service.streams:
             # Batches of one stream are worked on together (up to `STREAM_WINDOW`), so that
             # they share group commits; each reply names its batch_id and goes out when ready.
+            # The CPU work of a batch is done as it is read; what is left is waiting for its
+            # group commit, and the log's answer puts the reply in the queue (no task per batch).
+            pipeline = service.pipeline
             replies: asyncio.Queue = asyncio.Queue()
             window = asyncio.Semaphore(STREAM_WINDOW)
+            state = {"open": 0, "read": False}  # batches waiting for the log; reading finished
 
-            async def one(request):
-                try:
-                    reply = await service.pipeline.ingest(request, allowed, key)
-                except Refused as exc:  # answers this batch; the stream stays open
-                    reply = exc.reply
-                    reply.batch_id = request.batch_id
-                except Exception as exc:  # noqa: BLE001 - a bug must not lose the stream's other replies
-                    log.exception("ingest failed")
-                    reply = pb.IngestReply(batch_id=request.batch_id, detail=f"internal error: {exc}",
-                                           status=grpc.StatusCode.INTERNAL.value[0])
-                finally:
-                    window.release()
-                await replies.put(reply)
+            def answer(batch_id: str, result) -> None:
+                if isinstance(result, Refused):  # answers this batch; the stream stays open
+                    result.reply.batch_id = batch_id
+                    result = result.reply
+                window.release()
+                replies.put_nowait(result)
+
+            def logged(batch_id: str, result) -> None:
+                state["open"] -= 1
+                answer(batch_id, result)
+                if state["read"] and not state["open"]:
+                    replies.put_nowait(None)
 
             async def read():
-                tasks = set()
                 try:
                     async for request in request_iterator:
                         await window.acquire()
-                        task = asyncio.ensure_future(one(request))
-                        tasks.add(task)
-                        task.add_done_callback(tasks.discard)
-                    if tasks:
-                        await asyncio.gather(*tasks)
+                        batch_id = request.batch_id
+                        try:
+                            result = pipeline.submit(request, allowed, key,
+                                                     lambda r, b=batch_id: logged(b, r))
+                        except Exception as exc:  # noqa: BLE001 - a bug must not lose the other replies
+                            log.exception("ingest failed")
+                            result = pb.IngestReply(batch_id=batch_id, detail=f"internal error: {exc}",
+                                                    status=grpc.StatusCode.INTERNAL.value[0])
+                        if result is None:  # in the log's queue: `logged` answers it
+                            state["open"] += 1
+                        else:
+                            answer(batch_id, result)
                 finally:
-                    await replies.put(None)
+                    state["read"] = True
+                    if not state["open"]:
+                        replies.put_nowait(None)
 
             reader = asyncio.ensure_future(read())
             try:
@@ -299,6 +311,10 @@ async def serve(config) -> int:
     """Run until SIGTERM or SIGINT, then drain and return 0."""
     service = Service(config)
     await service.start()
+    # What is alive now (modules, the service) lives as long as the process: keep it out of
+    # the collector's full passes, which otherwise walk all of it again and again under load.
+    gc.collect()
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -107,3 +107,49 @@ def test_cursor_survives(tmp_path):
     c.save(1234)
     assert Cursor(str(tmp_path), "jsonl").position == 1234
     assert not os.path.exists(c.path + ".tmp")
+
+
+def test_recent_records_are_read_from_memory_as_from_the_file(tmp_path):
+    async def main():
+        log = Log(str(tmp_path), cache_bytes=2000)
+        f1 = log.append_many([(EVENTS, 1, b"a" * 300), (DEAD, 2, b"b" * 10)])
+        more = (log.append(EVENTS, 10 + i, b"c" * (100 + i)) for i in range(20))
+        positions = await asyncio.gather(f1, *more)
+        assert positions[0] == [0, HEADER_SIZE + 300]  # one future for both records, in order
+        assert log._recent and log._recent_size <= 2000  # bounded: only the newest are kept
+        assert log._recent_positions[0] > 0
+        cached = log._recent_positions[0]
+        from_memory = log.read(cached, max_bytes=1 << 20)
+        log._recent_positions, recent = [], log._recent  # force the file path
+        from_file = log.read(cached, max_bytes=1 << 20)
+        log._recent_positions = [r.position for r in recent]
+        assert from_memory == from_file and len(from_memory) == len(recent)
+        # the max_bytes rule is the same: records while under it, at least one
+        assert log.read(cached, max_bytes=1) == from_file[:1]
+        two = log.read(cached, max_bytes=HEADER_SIZE + 150)
+        assert [r.time for r in two] == [r.time for r in from_file[:2]]
+        assert log.read(log.end) == []
+        assert [r.payload for r in log.read(0)][:2] == [b"a" * 300, b"b" * 10]  # older: from the file
+        await log.close()
+
+    run(main())
+
+
+def test_a_failed_write_fails_its_appends_and_leaves_no_trace(tmp_path):
+    async def main():
+        log = Log(str(tmp_path))
+        await log.append(EVENTS, 1, b"kept")
+
+        def broken(buffers):
+            raise OSError(28, "No space left on device")
+
+        write, log._write_and_sync = log._write_and_sync, broken
+        with pytest.raises(OSError):
+            await log.append(EVENTS, 2, b"lost")
+        log._write_and_sync = write
+        await log.append(EVENTS, 3, b"after")
+        assert [r.payload for r in log.read(0)] == [b"kept", b"after"]
+        await log.close()
+
+    run(main())
+    assert [r.payload for r in Log(str(tmp_path)).read(0)] == [b"kept", b"after"]

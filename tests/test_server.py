@@ -374,3 +374,78 @@ def test_configuration_file_environment_and_flags(tmp_path):
     (tmp_path / "bad.toml").write_text("[limits]\nmax_streams = 'many'\n")
     with pytest.raises(ValueError):
         configuration.load(str(tmp_path / "bad.toml"), environ={})
+
+
+def test_dedup_window_by_count_and_age():
+    from collector.pipeline import Dedup
+
+    d = Dedup(max_events=5, max_seconds=10)
+    assert d.none_seen(8, ["a", "b"])
+    d.hold(8, ["a", "b", "c"])
+    assert d.seen(8, "a") and not d.none_seen(8, ["x", "a"])  # pending counts as seen
+    d.commit(8, ["a", "b", "c"], now=0.0)
+    d.hold(9, ["a", "e", "f"])
+    d.commit(9, ["a", "e", "f"], now=1.0)
+    assert len(d) == 5 and not d.seen(8, "a") and d.seen(8, "b") and d.seen(9, "a")  # the oldest one out
+    d.hold(8, ["x"])
+    d.release(8, ["x"])
+    assert not d.seen(8, "x")
+    d.hold(8, ["y"])
+    d.commit(8, ["y"], now=11.5)  # everything from before t=1.5 has aged out
+    assert len(d) == 1 and not d.seen(8, "b") and not d.seen(9, "f") and d.seen(8, "y")
+
+
+def test_stream_replies_logged_only_after_the_fsync_and_shares_group_commits(tmp_path):
+    async def main():
+        async with Running(tmp_path) as srv:
+            the_log = srv.service.log
+            synced = {"records": 0, "commits": 0}
+            write = the_log._write_and_sync
+
+            def slow_write(buffers):  # a slow disk, so that batches queue up behind a commit
+                time.sleep(0.01)
+                write(buffers)
+                synced["records"] += len(buffers) // 2
+                synced["commits"] += 1
+
+            the_log._write_and_sync = slow_write
+            logged = 0
+            async with Client(srv.target) as client:
+                requests = (Client.request(batch(n=5, prefix=f"g{i}-"), batch_id=f"g{i}") for i in range(200))
+                async for reply in client.stream(requests):
+                    assert reply.durability == pb.DURABILITY_LOGGED and reply.accepted == 5
+                    logged += 1
+                    assert synced["records"] >= logged  # nothing said logged before its fsync
+            assert logged == 200
+            assert synced["commits"] < 100  # batches of the stream shared group commits
+            assert srv.service.pipeline.budget.used == 0
+            assert len(await srv.delivered(1000)) == 1000
+
+    run(main())
+
+
+def test_a_failing_disk_is_answered_unavailable_and_the_client_resends(tmp_path):
+    async def main():
+        async with Running(tmp_path, limits={"retry_after_ms": 20}) as srv:
+            the_log = srv.service.log
+            write = the_log._write_and_sync
+            failures = {"left": 3}
+
+            def flaky_write(buffers):
+                if failures["left"]:
+                    failures["left"] -= 1
+                    raise OSError(5, "Input/output error")
+                write(buffers)
+
+            the_log._write_and_sync = flaky_write
+            async with Client(srv.target) as client:
+                with pytest.raises(grpc.aio.AioRpcError) as exc:
+                    await client.stub.Ingest(Client.request(batch(prefix="u")))
+                assert exc.value.code() == grpc.StatusCode.UNAVAILABLE
+                replies = [r async for r in client.stream(
+                    Client.request(batch(n=4, prefix=f"h{i}-"), batch_id=f"h{i}") for i in range(20))]
+            assert len(replies) == 20 and all(r.accepted == 4 and r.status == 0 for r in replies)
+            assert srv.service.pipeline.budget.used == 0 and not srv.service.pipeline.dedup._pending
+            assert len(await srv.delivered(80)) == 80
+
+    run(main())
