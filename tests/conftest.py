@@ -55,6 +55,16 @@ def outcome(impl, data: bytes, fmt: str = "json", received_time: int = 176500000
     )
 
 
+@pytest.fixture(autouse=True)
+def stop_leftovers():
+    """Stop, by pid, any server a test started and did not stop (it failed half-way)."""
+    yield
+    from procs import RUNNING
+
+    for proc in list(RUNNING):
+        proc.stop()
+
+
 def pytest_terminal_summary(terminalreporter):
     """The fault suite's table: events sent, accepted, delivered, duplicates removed, lost."""
     from procs import SUMMARY

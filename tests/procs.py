@@ -26,6 +26,10 @@ needs_nats = pytest.mark.skipif(NATS_SERVER is None, reason="nats-server is not 
                                 "(apt-get install -y nats-server; .ci/run does it)")
 
 
+# Processes started and not yet stopped: the `stop_leftovers` fixture (conftest) stops them after
+# each test, so a test that fails half-way leaves nothing running.
+RUNNING: set = set()
+
 # Rows of the fault suite's table: (scenario, sent, accepted, delivered, duplicates removed, lost).
 SUMMARY: list[tuple] = []
 
@@ -60,6 +64,7 @@ class NatsServer:
         self.proc = subprocess.Popen(
             [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", self.store],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        RUNNING.add(self)
         wait_port(self.port)
         return self
 
@@ -72,6 +77,7 @@ class NatsServer:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
         self.proc = None
+        RUNNING.discard(self)
 
 
 async def stream_messages(url: str, stream: str = "EVENTS", timeout: float = 5.0):
@@ -128,6 +134,7 @@ class Collector:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "collector", "serve", "--config", str(self.config)],
             stdout=subprocess.PIPE, stderr=self.err, env=ENV)
+        RUNNING.add(self)
         line = self.proc.stdout.readline().decode()
         match = re.search(r"\(port (\d+)\)", line)
         assert match, line + (self.dir / "stderr.log").read_text()
@@ -148,6 +155,7 @@ class Collector:
         self.proc.stdout.close()
         self.err.close()
         self.proc = None
+        RUNNING.discard(self)
         self.stderr = (self.dir / "stderr.log").read_text()
         return code
 
