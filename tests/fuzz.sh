@@ -17,10 +17,10 @@
 #   tests/fuzz.sh cov                    # which .pyx lines the corpus reaches (a gcov build)
 #   tests/fuzz.sh all [SECONDS]          # build, run, leak
 #
-# Needs clang (apt-get install -y clang) and atheris (pip install atheris). Work files (the
-# growing corpus, crash artifacts, logs) go to $FUZZ_WORK (default /tmp/fuzzwork); the curated
-# seeds live in tests/fuzz_corpus/, and the vectors' seeds are made fresh by
-# `tests/fuzz_native.py --make-seeds`.
+# Needs clang (apt-get install -y clang), atheris and Cython (pip install -e ".[fuzz]").
+# Work files (the growing corpus, crash artifacts, logs) go to $FUZZ_WORK (default
+# /tmp/fuzzwork); the curated seeds live in tests/fuzz_corpus/, and the vectors' seeds are made
+# fresh by `tests/fuzz_native.py --make-seeds`.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
