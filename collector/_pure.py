@@ -42,6 +42,20 @@ def decode(data, format="json", received_time=0) -> Decoded:
     return normalize(doc, received_time)
 
 
+class _Key(msgspec.Struct, gc=False):
+    event_id: str
+    action: str
+
+
+_keys = msgspec.json.Decoder(_Key)
+
+
+def event_keys(jsonl: bytes) -> list[tuple[str, str]]:
+    """(event_id, action) of each line of normalised JSON Lines: what the pipeline needs for
+    dedup and rules, without reading whole events."""
+    return [(k.event_id, k.action) for k in _keys.decode_lines(jsonl)]
+
+
 # ---------------------------------------------------------------------------------- JSON
 
 

@@ -37,4 +37,6 @@ def decode(data, *, format: str = "json", received_time: int | None = None) -> D
     return _impl.decode(data, format, received_time)
 
 
-__all__ = ["decode", "Decoded", "BatchError", "NATIVE"]
+event_keys = _impl.event_keys  # (event_id, action) of each line of `Decoded.to_jsonl()`
+
+__all__ = ["decode", "event_keys", "Decoded", "BatchError", "NATIVE"]

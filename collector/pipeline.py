@@ -15,7 +15,7 @@ import time
 import grpc
 import msgspec
 
-from .decode import decode as _decode_batch
+from .decode import decode as _decode_batch, event_keys
 from .errors import BatchError
 from .log import DEAD, EVENTS, Log, LogFull
 from .v1 import collector_pb2 as pb
@@ -25,15 +25,6 @@ log = logging.getLogger("collector.pipeline")
 _STATUS = {code: code.value[0] for code in grpc.StatusCode}
 
 
-class _Key(msgspec.Struct, gc=False):
-    """The fields of a normalised event that the pipeline itself looks at (strings only, so
-    the garbage collector need not track the 50 or so of these made for every batch)."""
-
-    event_id: str
-    action: str
-
-
-_keys = msgspec.json.Decoder(_Key)
 _any = msgspec.json.Decoder()
 _encode = msgspec.json.encode
 
@@ -295,7 +286,7 @@ class Pipeline:
 
         jsonl = decoded.to_jsonl()
         rejected = dict(decoded.rejected)
-        keys = _keys.decode_lines(jsonl)
+        keys = event_keys(jsonl)
         project = decoded.project_id
         if allowed is not None and project not in allowed:
             return self._refuse(batch_id, grpc.StatusCode.PERMISSION_DENIED,
@@ -303,7 +294,7 @@ class Pipeline:
 
         results = [pb.EventResult(index=i, code=code) for i, code in decoded.rejected]
         filtered = duplicate = 0
-        held = [k.event_id for k in keys]  # the ids this batch adds to the dedup window
+        held = [event_id for event_id, _ in keys]  # the ids this batch adds to the dedup window
         if not self.rules.any_for(project) and len(set(held)) == len(held) \
                 and self.dedup.none_seen(project, held):
             kept = keys  # the usual case: nothing filtered, no duplicates; every event is kept
@@ -314,19 +305,19 @@ class Pipeline:
                 indexes = range(len(keys))
             kept, held = [], []  # kept: positions in the batch's lines
             batch_ids = set()
-            for n, (k, index) in enumerate(zip(keys, indexes)):
-                if self.rules.filtered(project, k.action):
+            for n, ((event_id, action), index) in enumerate(zip(keys, indexes)):
+                if self.rules.filtered(project, action):
                     filtered += 1
                     results.append(pb.EventResult(index=index, code="filtered",
-                                                  detail=f"{k.action} is filtered for project {project}"))
+                                                  detail=f"{action} is filtered for project {project}"))
                     continue
-                if k.event_id in batch_ids or self.dedup.seen(project, k.event_id):
+                if event_id in batch_ids or self.dedup.seen(project, event_id):
                     duplicate += 1
                     results.append(pb.EventResult(index=index, code="duplicate",
-                                                  detail=f"event {k.event_id} was already accepted"))
+                                                  detail=f"event {event_id} was already accepted"))
                     continue
-                batch_ids.add(k.event_id)
-                held.append(k.event_id)
+                batch_ids.add(event_id)
+                held.append(event_id)
                 kept.append(n)
             results.sort(key=lambda r: r.index)
 

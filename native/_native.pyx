@@ -14,6 +14,7 @@ from libc.stdlib cimport malloc, realloc, free, qsort
 from libc.math cimport isfinite
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.ref cimport PyObject
+from cpython.unicode cimport PyUnicode_DecodeUTF8
 
 import msgspec
 
@@ -2599,6 +2600,44 @@ cdef int read_document(Parser* p, Slot* header) except -2:
     return not_object
 
 
+def event_keys(bytes jsonl):
+    """(event_id, action) of each line of normalised JSON Lines, as `decode` writes them: read
+    off the start of each line, where both keys always are; the twin of `_pure.event_keys`."""
+    cdef const char* s = PyBytes_AS_STRING(jsonl)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(jsonl), pos = 0, a, e, a2, e2
+    cdef bint escaped
+    cdef const char* nl
+    out = []
+    while pos < n:
+        if n - pos < 13 or memcmp(s + pos, b'{"event_id":"', 13) != 0:
+            return _pure.event_keys(jsonl)  # not as `decode` writes it: read it as JSON
+        a = e = pos + 13
+        escaped = False
+        while e < n and s[e] != 34:
+            if s[e] == 92:
+                escaped = True
+                e += 1
+            e += 1
+        if e >= n or n - e < 12 or memcmp(s + e, b'","action":"', 12) != 0:
+            return _pure.event_keys(jsonl)
+        a2 = e2 = e + 12
+        while e2 < n and s[e2] != 34 and s[e2] != 92:
+            e2 += 1
+        if e2 >= n or s[e2] != 34:
+            return _pure.event_keys(jsonl)
+        nl = <const char*>memchr(s + e2, 10, n - e2)
+        if nl == NULL:
+            return _pure.event_keys(jsonl)
+        pos = nl - s + 1
+        if escaped:
+            event_id = _string.decode(PyBytes_FromStringAndSize(s + a - 1, e - a + 2))
+        else:
+            event_id = PyUnicode_DecodeUTF8(s + a, e - a, NULL)
+        out.append((event_id, PyUnicode_DecodeUTF8(s + a2, e2 - a2, NULL)))
+    return out
+
+
+_string = msgspec.json.Decoder(str)
 _new_decoded = Decoded.__new__
 _encode = msgspec.json.encode
 _params_decoder = msgspec.json.Decoder(float_hook=float)

@@ -1,5 +1,7 @@
 """The native decoder and the pure twin agree: same events, same rejections, same batch errors."""
 
+import json
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -7,6 +9,7 @@ from hypothesis import strategies as st
 import collector
 from conftest import _native, outcome
 from collector import _pure
+from benchmarks.corpus import make_batches
 from strategies import BATCH, json_text, mutated
 
 pytestmark = pytest.mark.skipif(_native is None, reason="the native decoder is not built")
@@ -77,3 +80,21 @@ def test_malformed_before_too_deep():
     assert agree(cut) == ("batch_error", "malformed_json")
     deep = head + b"[" * 60 + b"[]" + b"]" * 60 + b"}}]}"
     assert agree(deep) == ("batch_error", "too_deep")
+
+
+@pytest.mark.parametrize("jsonl", [
+    b"",
+    b'{"event_id":"a\\"b\\u00e9\\\\","action":"x.y","z":1}\n',  # escapes in the id
+    b'{"action":"x.y","event_id":"q"}\n',  # not the order `decode` writes: read as JSON
+    b'{"event_id":"a","action":"b"}',  # no final newline
+])
+def test_event_keys_twins_agree(impl, jsonl):
+    assert impl.event_keys(jsonl) == _pure.event_keys(jsonl) == [
+        (e["event_id"], e["action"]) for e in map(json.loads, jsonl.splitlines())]
+
+
+def test_event_keys_of_decoded_batches(impl):
+    for batch in make_batches(20, 50, seed=3):
+        jsonl = impl.decode(batch, "json", 1765000000000).to_jsonl()
+        assert impl.event_keys(jsonl) == [(e["event_id"], e["action"])
+                                          for e in map(json.loads, jsonl.splitlines())]
