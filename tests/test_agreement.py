@@ -2,6 +2,7 @@
 
 import json
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -98,3 +99,18 @@ def test_event_keys_of_decoded_batches(impl):
         jsonl = impl.decode(batch, "json", 1765000000000).to_jsonl()
         assert impl.event_keys(jsonl) == [(e["event_id"], e["action"])
                                           for e in map(json.loads, jsonl.splitlines())]
+
+
+_LINE_START = st.sampled_from([b'{"event_id":"', b'","action":"', b"\\", b'"', b"\n", b"x", b"\xc3\xa9"])
+
+
+@given(st.lists(st.one_of(_LINE_START, st.binary(max_size=8)), max_size=40).map(b"".join))
+@settings(suppress_health_check=[HealthCheck.too_slow])
+def test_event_keys_is_safe_on_any_bytes(data):
+    """Only decoder output is given to it, but no bytes may crash it: a list, or a clear error."""
+    for impl in filter(None, (_native, _pure)):
+        try:
+            keys = impl.event_keys(data)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            continue
+        assert all(type(a) is str and type(b) is str for a, b in keys)
