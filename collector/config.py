@@ -31,6 +31,7 @@ class Log(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     segment_bytes: int = 64 << 20
     max_bytes: int = 4 << 30  # the disk cap; past it ingest is refused, never dropped
     fsync: bool = True
+    cache_bytes: int = 16 << 20  # the latest records, kept in memory for sinks and subscribers
 
 
 class Dedup(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -217,7 +217,8 @@ class Service:
         self.metrics = Metrics()
         data = config.data_dir
         self.log = Log(os.path.join(data, "log"), segment_bytes=config.log.segment_bytes,
-                       max_bytes=config.log.max_bytes, fsync=config.log.fsync)
+                       max_bytes=config.log.max_bytes, fsync=config.log.fsync,
+                       cache_bytes=config.log.cache_bytes)
         self.pipeline = Pipeline(config, self.log, self.metrics)
         self.sinks = [sinks.load(s, data) for s in config.sinks]
         self.deliveries = [Delivery(self.log, s, os.path.join(data, "cursors"), self.metrics)
