@@ -4,6 +4,7 @@ Each listens on a free loopback port and is stopped by its pid (or closed) when 
 """
 
 import asyncio
+import glob
 import hashlib
 import hmac
 import json
@@ -127,6 +128,7 @@ class Collector:
             lines += [f"{k} = {toml_value(v)}" for k, v in sink.items()]
         self.config.write_text("\n".join(lines) + "\n")
         self.proc = None
+        self.returncode = None
         self.stderr = ""
 
     def start(self):
@@ -156,8 +158,30 @@ class Collector:
         self.err.close()
         self.proc = None
         RUNNING.discard(self)
+        self.returncode = code
         self.stderr = (self.dir / "stderr.log").read_text()
         return code
+
+    def rss_peak_kb(self) -> int:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            return int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1))
+
+    def output_ids(self) -> list:
+        """The event ids in the jsonl sink's files, in file order."""
+        ids = []
+        for path in sorted(glob.glob(str(self.data / "events" / "*.jsonl*"))):
+            with open(path, "rb") as f:
+                ids += [json.loads(line)["event_id"] for line in f.read().splitlines()]
+        return ids
+
+    def wait_output(self, want: set, timeout=20.0) -> set:
+        got = set()
+        for _ in range(int(timeout / 0.05)):
+            got = set(self.output_ids())
+            if want <= got:
+                break
+            time.sleep(0.05)
+        return got
 
     def metric(self, name: str, **labels) -> float:
         """One sample of the Prometheus endpoint (0 if it is not there yet)."""

@@ -4,19 +4,15 @@ import asyncio
 import glob
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
-import time
 
 import grpc
 import pytest
 
 from collector.client import Client
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+from procs import ENV, Collector
 
 
 def batch(i: int, n: int = 50, pad: int = 0) -> bytes:
@@ -24,70 +20,15 @@ def batch(i: int, n: int = 50, pad: int = 0) -> bytes:
     return json.dumps({"pid": 8, "uid": "u", "now": 2000, "pl": events}).encode()
 
 
-class Server:
-    """`collector serve` on a free loopback port, stopped by its pid."""
-
-    def __init__(self, tmp_path, **config):
-        self.data = tmp_path / "data"
-        self.config = tmp_path / "collector.toml"
-        lines = [f'listen = "127.0.0.1:0"', 'metrics_listen = ""', f'data_dir = "{self.data}"']
-        for section, values in config.items():
-            lines.append(f"[{section}]")
-            lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
-        self.config.write_text("\n".join(lines) + "\n")
-        self.proc = None
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "collector", "serve", "--config", str(self.config)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
-        line = self.proc.stdout.readline().decode()
-        match = re.search(r"\(port (\d+)\)", line)
-        assert match, line + self.proc.stderr.read().decode()
-        self.target = f"127.0.0.1:{match.group(1)}"
-        return self
-
-    def kill(self, sig=signal.SIGKILL, timeout=30) -> int:
-        os.kill(self.proc.pid, sig)
-        code = self.proc.wait(timeout=timeout)
-        self.stderr = self.proc.stderr.read().decode()
-        return code
-
-    def rss_peak_kb(self) -> int:
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            return int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1))
-
-    def output_ids(self) -> list:
-        ids = []
-        for path in glob.glob(str(self.data / "events" / "*.jsonl*")):
-            with open(path, "rb") as f:
-                ids += [json.loads(line)["event_id"] for line in f.read().splitlines()]
-        return ids
-
-    def wait_output(self, want: set, timeout=20.0) -> set:
-        got = set()
-        for _ in range(int(timeout / 0.05)):
-            got = set(self.output_ids())
-            if want <= got:
-                break
-            time.sleep(0.05)
-        return got
-
-
 @pytest.fixture
 def server(tmp_path):
     servers = []
 
     def make(**config):
-        s = Server(tmp_path, **config)
-        servers.append(s)
-        return s
+        servers.append(Collector(tmp_path / f"c{len(servers)}", **config))
+        return servers[-1]
 
-    yield make
-    for s in servers:
-        if s.proc is not None and s.proc.poll() is None:
-            s.proc.kill()
-            s.proc.wait()
+    yield make  # the conftest's stop_leftovers stops what a test leaves running
 
 
 async def stream_until(target, count, stop_after=None, on_reply=None):
@@ -110,9 +51,9 @@ async def stream_until(target, count, stop_after=None, on_reply=None):
 
 def test_sigkill_mid_stream_loses_nothing_logged(server):
     srv = server().start()
-    logged = asyncio.run(stream_until(srv.target, 400, stop_after=60, on_reply=srv.kill))
+    logged = asyncio.run(stream_until(srv.target, 400, stop_after=60, on_reply=lambda: srv.stop(signal.SIGKILL)))
     assert len(logged) >= 60 * 50
-    assert srv.proc.returncode == -signal.SIGKILL
+    assert srv.returncode == -signal.SIGKILL
     # a crash in the middle of a write leaves half a record behind
     (segment,) = sorted(glob.glob(str(srv.data / "log" / "*.seg")))[-1:]
     with open(segment, "ab") as f:
@@ -120,7 +61,7 @@ def test_sigkill_mid_stream_loses_nothing_logged(server):
     srv.start()
     got = srv.wait_output(logged)
     assert logged <= got, f"{len(logged - got)} logged events lost"
-    assert srv.kill(signal.SIGTERM) == 0
+    assert srv.stop() == 0
     assert "torn tail" in srv.stderr
 
 
@@ -128,7 +69,7 @@ def test_sigterm_drains_and_exits_zero(server):
     srv = server().start()
     logged = asyncio.run(stream_until(srv.target, 300, stop_after=40,
                                       on_reply=lambda: os.kill(srv.proc.pid, signal.SIGTERM)))
-    assert srv.proc.wait(timeout=30) == 0
+    assert srv.stop() == 0
     assert len(logged) >= 40 * 50
     assert logged <= set(srv.output_ids())  # delivered before the exit, nothing lost
 
@@ -166,7 +107,7 @@ def test_flood_memory_stays_bounded(server):
     # 640 MB thrown at it; three times more traffic after the first waves hardly moves the peak
     assert final - settled < 300_000, (baseline, settled, final)
     assert final - baseline < 450_000, (baseline, settled, final)
-    assert srv.kill(signal.SIGTERM) == 0
+    assert srv.stop() == 0
 
 
 def test_send_and_tail_commands(server, tmp_path):
@@ -185,4 +126,4 @@ def test_send_and_tail_commands(server, tmp_path):
     assert tail.returncode == 0, err
     events = [json.loads(line) for line in out.splitlines()]
     assert len(events) == 20 and all(e["action"] == "touch.tap" for e in events)
-    assert srv.kill(signal.SIGTERM) == 0
+    assert srv.stop() == 0

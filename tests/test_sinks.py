@@ -17,8 +17,8 @@ from collector.sinks.jetstream import subject
 from collector.sinks.webhook import export, iso_ms, retry_after, sign
 from collector.v1 import collector_pb2 as pb
 from collector.v1 import event_pb2
-from procs import ENV, NatsServer, Receiver, free_port, needs_nats, stream_messages
-from test_server import Running, output, run, vector
+from procs import ENV, NatsServer, Receiver, needs_nats, stream_messages
+from test_server import Running, run, vector
 
 SEED = vector("seed_example_all_actions")["batch"].encode()
 SECRET = "s3cret"
