@@ -253,3 +253,23 @@ def test_webhook_requests_are_bounded_by_count_and_bytes():
     assert all(len(json.loads(body)) <= 7 and len(body) <= 2500 for body, _ in bodies)
     assert all(len(json.loads(body)) == len(kept) for body, kept in bodies)
     assert len(bodies) > 60 // 7  # the byte bound split some requests further
+
+
+@needs_nats
+def test_nats_sink_refused_by_jetstream_fails_fast(tmp_path, nats_server):
+    """No stream for the subjects (and none to be made): the write fails with the reason at
+    once, not after the ack timeout, and the records are tried again later."""
+    nats_server.start()
+
+    async def main():
+        sink = load({"type": "nats", "url": nats_server.url, "create_stream": False,
+                     "ack_timeout": 30.0}, str(tmp_path))
+        lines = collector.decode(SEED).to_jsonl()
+        started = time.monotonic()
+        with pytest.raises(ConnectionError, match="12 of 12 messages not stored"):
+            await sink.write([Record(0, EVENTS, 0, lines)])
+        elapsed = time.monotonic() - started
+        await sink.stop()
+        return elapsed
+
+    assert run(main()) < 10

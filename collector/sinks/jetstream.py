@@ -86,8 +86,9 @@ class JetStreamSink(Sink):
         self._acked: set[str] = set()  # of the records being retried: already in the stream
         self._inbox = ""
         self._seq = 0
-        self._waiting: dict[str, str] = {}  # reply token -> event id, of the window in flight
-        self._acks_done = asyncio.Event()
+        self._waiting: dict[str, str] = {}  # reply token -> event id, awaiting its ack
+        self._progress = asyncio.Event()  # set when the acks went down to `_low`, or one failed
+        self._low = 0
         self._ack_errors: list[str] = []
         self._delivered = self._duplicates = 0
 
@@ -150,59 +151,67 @@ class JetStreamSink(Sink):
                 yield key.event_id, subject(self.prefix, key.project_id, key.action), payload
 
     async def write(self, records) -> None:
+        """Publish every event of the records, keeping up to `max_pending` awaiting their acks
+        (messages leave back to back, in a few socket writes; acks come on one reply inbox)."""
         await self._connect()
-        batch: list[tuple[str, str, bytes]] = []
-        for message in self._messages(records):
-            batch.append(message)
-            if len(batch) >= self.max_pending:
-                await self._publish(batch)
-                batch = []
-        if batch:
-            await self._publish(batch)
-        self._acked.clear()
-
-    async def _publish(self, batch) -> None:
-        """Publish a window of messages back to back (they leave in a few socket writes), then
-        wait for every ack on the sink's reply inbox."""
         nc = self._nc
         waiting = self._waiting = {}
-        self._acks_done = asyncio.Event()
         self._ack_errors = []
         self._delivered = self._duplicates = 0
-        for event_id, subj, payload in batch:
-            self._seq += 1
-            waiting[str(self._seq)] = event_id
-            await nc.publish(subj, payload, reply=f"{self._inbox}.{self._seq}",
-                             headers={"Nats-Msg-Id": event_id})
+        low = self.max_pending // 2
+        sent = 0
         try:
-            await asyncio.wait_for(self._acks_done.wait(), self.ack_timeout)
-        except asyncio.TimeoutError:
-            pass
+            for event_id, subj, payload in self._messages(records):
+                if len(waiting) >= self.max_pending:
+                    await self._acks_down_to(low)
+                self._seq += 1
+                waiting[str(self._seq)] = event_id
+                await nc.publish(subj, payload, reply=f"{self._inbox}.{self._seq}",
+                                 headers={"Nats-Msg-Id": event_id})
+                sent += 1
+            await self._acks_down_to(0)
+        except ConnectionError as exc:
+            raise ConnectionError(f"{len(waiting)} of {sent} messages not stored ({exc})") from None
         finally:
             self._waiting = {}
             if self.metrics is not None:
                 self.metrics.sink_events.labels(self.name, "delivered").inc(self._delivered)
                 self.metrics.sink_events.labels(self.name, "duplicate").inc(self._duplicates)
-        if waiting:
-            first = self._ack_errors[0] if self._ack_errors else "no ack in time"
-            raise ConnectionError(f"{len(waiting)} of {len(batch)} messages not stored ({first})")
+        self._acked.clear()
+
+    async def _acks_down_to(self, count: int) -> None:
+        """Wait until at most `count` messages await their acks; raise if JetStream refused one,
+        or if no ack came for `ack_timeout` seconds."""
+        while len(self._waiting) > count:
+            if self._ack_errors:
+                raise ConnectionError(self._ack_errors[0])
+            self._low = count
+            self._progress.clear()
+            try:
+                await asyncio.wait_for(self._progress.wait(), self.ack_timeout)
+            except asyncio.TimeoutError:
+                raise ConnectionError("no ack in time") from None
+        if self._ack_errors:
+            raise ConnectionError(self._ack_errors[0])
 
     async def _on_ack(self, msg) -> None:
-        event_id = self._waiting.get(msg.subject.rpartition(".")[2])
-        if event_id is None:  # late: of a window given up on (it is sent again)
+        token = msg.subject.rpartition(".")[2]
+        event_id = self._waiting.get(token)
+        if event_id is None:  # late: of a write given up on (it is sent again)
             return
         ack = _ack.decode(msg.data) if msg.data else _PubAck(error={"description": "no responders"})
         if ack.error is not None:
             self._ack_errors.append(ack.error.get("description", str(ack.error)))
+            self._progress.set()
             return
-        del self._waiting[msg.subject.rpartition(".")[2]]
+        del self._waiting[token]
         self._acked.add(event_id)
         if ack.duplicate:
             self._duplicates += 1
         else:
             self._delivered += 1
-        if not self._waiting:
-            self._acks_done.set()
+        if len(self._waiting) <= self._low:
+            self._progress.set()
 
     async def stop(self) -> None:
         if self._nc is not None and not self._nc.is_closed:
