@@ -20,6 +20,7 @@ class Delivery:
         self.position = max(self.cursor.position, log_.start)
         self._stop = asyncio.Event()
         self._draining = False
+        self._saved = 0.0  # when the cursor file was last written
         self.task: asyncio.Task | None = None
         sink.metrics = metrics
         sink.dead_letter = self._dead_letter
@@ -71,6 +72,7 @@ class Delivery:
                     await self.log.wait_beyond(self.position, timeout=0.5)
                     continue
                 await self.sink.write(records)
+                took = any(r.kind in self.sink.kinds for r in records)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the sink is down: wait, then try the same records again
@@ -82,7 +84,11 @@ class Delivery:
                 continue
             backoff = 0.05
             self.position = records[-1].end
-            await asyncio.to_thread(self.cursor.save, self.position)
+            # The cursor file moves at once past what the sink took; past records it only
+            # skipped (not of its kinds) at most once a second: a restart reads those again.
+            if took or time.monotonic() - self._saved >= 1.0:
+                await asyncio.to_thread(self.cursor.save, self.position)
+                self._saved = time.monotonic()
 
     async def drain(self, timeout: float) -> bool:
         """Deliver what the log holds (for a graceful stop); True if the sink caught up."""
@@ -103,4 +109,6 @@ class Delivery:
                 pass
             except Exception as exc:
                 log.error("sink %s stopped with %s", self.sink.name, exc, extra={"sink": self.sink.name})
+        if self.position != self.cursor.position:
+            await asyncio.to_thread(self.cursor.save, self.position)
         await self.sink.stop()

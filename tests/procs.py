@@ -145,10 +145,14 @@ class Collector:
         return self
 
     def stop(self, sig=signal.SIGTERM, timeout=30) -> int | None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+        return self.wait(timeout)
+
+    def wait(self, timeout=30) -> int | None:
+        """Its exit status once it ended (killed at the timeout), with nothing sent to it."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, sig)
         try:
             code = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
