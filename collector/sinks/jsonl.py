@@ -18,7 +18,7 @@ class JsonlSink(Sink):
     prefix = "events"
 
     def __init__(self, name, data_dir, *, directory: str = "", max_bytes: int = 128 << 20,
-                 max_seconds: float = 3600.0, fsync: bool = True, linger_seconds: float = 0.2):
+                 max_seconds: float = 3600.0, fsync: bool = True, linger_seconds: float = 0.05):
         super().__init__(name, data_dir)
         self.linger_seconds = linger_seconds  # fewer, bigger writes (and fsyncs) under load
         self.directory = directory or os.path.join(data_dir, self.default_dir)
