@@ -18,6 +18,7 @@ import concurrent.futures
 import logging
 import os
 import struct
+import threading
 import time
 import zlib
 
@@ -412,6 +413,9 @@ class Cursor:
     def __init__(self, directory: str, name: str):
         os.makedirs(directory, exist_ok=True)
         self.path = os.path.join(directory, name + ".pos")
+        for stale in os.listdir(directory):  # left by a crash between a save's write and rename
+            if stale.startswith(name + ".pos.") and stale.endswith(".tmp"):
+                os.remove(os.path.join(directory, stale))
         try:
             with open(self.path) as f:
                 self.position = int(f.read().strip() or 0)
@@ -419,7 +423,9 @@ class Cursor:
             self.position = 0
 
     def save(self, position: int, fsync: bool = True) -> None:
-        tmp = self.path + ".tmp"
+        # a temporary file of the calling thread's own: a save still running in a worker
+        # thread when the sink stops must not trip over the final one
+        tmp = f"{self.path}.{threading.get_ident()}.tmp"
         with open(tmp, "w") as f:
             f.write(str(position))
             if fsync:
