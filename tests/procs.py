@@ -171,11 +171,12 @@ class Collector:
             return int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1))
 
     def output_ids(self) -> list:
-        """The event ids in the jsonl sink's files, in file order."""
+        """The event ids in the jsonl sink's files (whole lines), in file order."""
         ids = []
         for path in sorted(glob.glob(str(self.data / "events" / "*.jsonl*"))):
             with open(path, "rb") as f:
-                ids += [json.loads(line)["event_id"] for line in f.read().splitlines()]
+                whole = f.read().rpartition(b"\n")[0]  # a line being written is not yet there
+            ids += [json.loads(line)["event_id"] for line in whole.splitlines()]
         return ids
 
     def wait_output(self, want: set, timeout=20.0) -> set:

@@ -1,7 +1,8 @@
 """JSON Lines files, rotated by size and age: ready for a warehouse load.
 
 The file being written is `<prefix>-<start>.jsonl.part`; once rotated it is renamed to
-`<prefix>-<start>.jsonl` and never touched again, so a loader takes `*.jsonl` files only.
+`<prefix>-<start>.jsonl` and never touched again, so a loader takes `*.jsonl` files only. After
+a crash, the `.part` files are finished on start, a half-written last line cut off first.
 """
 
 import asyncio
@@ -35,7 +36,10 @@ class JsonlSink(Sink):
         for name in os.listdir(self.directory):  # left open by a stop or a crash: finish them
             if name.endswith(".jsonl.part"):
                 path = os.path.join(self.directory, name)
-                os.replace(path, path[: -len(".part")])
+                if _cut_torn_line(path):
+                    os.replace(path, path[: -len(".part")])
+                else:  # nothing whole in it
+                    os.remove(path)
 
     def _open(self) -> None:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -72,6 +76,25 @@ class JsonlSink(Sink):
 
     async def stop(self) -> None:
         self._close()
+
+
+def _cut_torn_line(path: str) -> int:
+    """Drop a last line a crash left half-written; the bytes left. Its events come again: the
+    cursor had not moved past them, since the write they were part of never returned."""
+    with open(path, "r+b") as f:
+        size = end = f.seek(0, os.SEEK_END)
+        while end > 0:
+            start = max(0, end - 65536)
+            f.seek(start)
+            newline = f.read(end - start).rfind(b"\n")
+            if newline >= 0:
+                end = start + newline + 1
+                break
+            end = start
+        if end < size:
+            f.truncate(end)
+            os.fsync(f.fileno())
+        return end
 
 
 class DeadLetterSink(JsonlSink):
