@@ -813,6 +813,27 @@ cdef int scan_string(Parser* p, Slot* out) noexcept nogil:
     return 0
 
 
+cdef inline int utf8_lead(unsigned char c, unsigned char* lo, unsigned char* hi) noexcept nogil:
+    """How many continuation bytes a UTF-8 lead byte takes (0: it is not one), and the range
+    allowed for the first of them (lo, hi); the others are always 0x80-0xBF."""
+    lo[0], hi[0] = 0x80, 0xBF
+    if 0xC2 <= c <= 0xDF:
+        return 1
+    if 0xE0 <= c <= 0xEF:
+        if c == 0xE0:
+            lo[0] = 0xA0
+        elif c == 0xED:
+            hi[0] = 0x9F
+        return 2
+    if 0xF0 <= c <= 0xF4:
+        if c == 0xF0:
+            lo[0] = 0x90
+        elif c == 0xF4:
+            hi[0] = 0x8F
+        return 3
+    return 0
+
+
 cdef inline int utf8_seq(cstr s, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
     """Length of the valid UTF-8 sequence of a non-ASCII byte at i, or 0."""
     cdef unsigned char c = s[i], c1, c2, c3
@@ -2014,22 +2035,8 @@ cdef int put_title(Buf* b, const unsigned char* s, Py_ssize_t n) except -1:
                 q += 1
                 i += 3
                 continue
-            lo, hi = 0x80, 0xBF
-            if 0xC2 <= v <= 0xDF:
-                need = 1
-            elif 0xE0 <= v <= 0xEF:
-                need = 2
-                if v == 0xE0:
-                    lo = 0xA0
-                elif v == 0xED:
-                    hi = 0x9F
-            elif 0xF0 <= v <= 0xF4:
-                need = 3
-                if v == 0xF0:
-                    lo = 0x90
-                elif v == 0xF4:
-                    hi = 0x8F
-            else:
+            need = utf8_lead(v, &lo, &hi)
+            if need == 0:
                 return 1
             q[0] = v
             for k in range(1, need + 1):
@@ -2116,22 +2123,7 @@ cdef Py_ssize_t put_replacing(const unsigned char* s, Py_ssize_t n, unsigned cha
             o += 1
             i += 1
             continue
-        need = 0
-        lo, hi = 0x80, 0xBF
-        if 0xC2 <= c <= 0xDF:
-            need = 1
-        elif 0xE0 <= c <= 0xEF:
-            need = 2
-            if c == 0xE0:
-                lo = 0xA0
-            elif c == 0xED:
-                hi = 0x9F
-        elif 0xF0 <= c <= 0xF4:
-            need = 3
-            if c == 0xF0:
-                lo = 0x90
-            elif c == 0xF4:
-                hi = 0x8F
+        need = utf8_lead(c, &lo, &hi)
         k = 1
         if need:
             while k <= need and i + k < n:
