@@ -836,39 +836,17 @@ cdef inline int utf8_lead(unsigned char c, unsigned char* lo, unsigned char* hi)
 
 cdef inline int utf8_seq(cstr s, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
     """Length of the valid UTF-8 sequence of a non-ASCII byte at i, or 0."""
-    cdef unsigned char c = s[i], c1, c2, c3
+    cdef unsigned char c = s[i], lo, hi
+    cdef int need, k
     if c < 0x80:
         return 1
-    if 0xC2 <= c <= 0xDF:
-        if i + 1 < n and 0x80 <= s[i + 1] <= 0xBF:
-            return 2
+    need = utf8_lead(c, &lo, &hi)
+    if need == 0 or i + need >= n or not (lo <= <unsigned char>s[i + 1] <= hi):
         return 0
-    if 0xE0 <= c <= 0xEF:
-        if i + 2 >= n:
+    for k in range(2, need + 1):
+        if not (0x80 <= <unsigned char>s[i + k] <= 0xBF):
             return 0
-        c1 = s[i + 1]
-        c2 = s[i + 2]
-        if c == 0xE0 and not (0xA0 <= c1 <= 0xBF):
-            return 0
-        if c == 0xED and not (0x80 <= c1 <= 0x9F):
-            return 0
-        if not (0x80 <= c1 <= 0xBF) or not (0x80 <= c2 <= 0xBF):
-            return 0
-        return 3
-    if 0xF0 <= c <= 0xF4:
-        if i + 3 >= n:
-            return 0
-        c1 = s[i + 1]
-        c2 = s[i + 2]
-        c3 = s[i + 3]
-        if c == 0xF0 and not (0x90 <= c1 <= 0xBF):
-            return 0
-        if c == 0xF4 and not (0x80 <= c1 <= 0x8F):
-            return 0
-        if not (0x80 <= c1 <= 0xBF) or not (0x80 <= c2 <= 0xBF) or not (0x80 <= c3 <= 0xBF):
-            return 0
-        return 4
-    return 0
+    return need + 1
 
 
 cdef Py_ssize_t unescape(cstr src, Py_ssize_t n, unsigned char* dst) noexcept nogil:
