@@ -44,7 +44,9 @@ class Floor(pb_grpc.CollectorServicer):
             yield pb.IngestReply(batch_id=request.batch_id)
 
 
-async def load(target: str, batches: list[bytes], streams: int, events: int):
+async def load(target: str, batches: list[bytes], streams: int, events: int, tag: str = ""):
+    """Send the batches over `streams` IngestStreams; batch ids start with `tag` (a batch id
+    the server has answered before gets its remembered reply, so runs must not share ids)."""
     latencies = []
 
     async def one(index: int):
@@ -53,8 +55,9 @@ async def load(target: str, batches: list[bytes], streams: int, events: int):
 
             def requests():
                 for i in range(index, len(batches), streams):
-                    sent[f"{index}-{i}"] = time.perf_counter()
-                    yield Client.request(batches[i], batch_id=f"{index}-{i}")
+                    batch_id = f"{tag}{index}-{i}"
+                    sent[batch_id] = time.perf_counter()
+                    yield Client.request(batches[i], batch_id=batch_id)
 
             async for reply in client.stream(requests()):
                 latencies.append(time.perf_counter() - sent[reply.batch_id])
@@ -86,7 +89,7 @@ def run_against(command, batches, streams, events, warmup=(), env=None):
 
         async def run():
             if warmup:
-                await load(f"127.0.0.1:{port}", warmup, streams, events)
+                await load(f"127.0.0.1:{port}", warmup, streams, events, tag="warmup-")
             return await load(f"127.0.0.1:{port}", batches, streams, events)
 
         return asyncio.run(run())

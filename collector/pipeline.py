@@ -23,6 +23,7 @@ from .v1 import collector_pb2 as pb
 log = logging.getLogger("collector.pipeline")
 
 _STATUS = {code: code.value[0] for code in grpc.StatusCode}
+_ACCEPTED, _DUPLICATE, _FILTERED, _OK = ("accepted", ""), ("duplicate", ""), ("filtered", ""), ("ok", "")
 
 
 _any = msgspec.json.Decoder()
@@ -58,20 +59,19 @@ class Rules:
 
 class Dedup:
     """(project, event id) pairs seen within the window: the last `max_events` accepted ids
-    that arrived within `max_seconds`. An id is held as `pending` while its batch is being
-    logged, so that two copies arriving at once cannot both be accepted.
+    that arrived within `max_seconds`.
 
-    The ids are kept in a set per project (a batch's ids are checked at once); their order of
-    arrival is a queue of (time, project, ids of one batch), so that a batch's ids go in and
-    age out together. Held ids are never in the window (they were checked before they were
-    held, and no other copy can be accepted while they are), so a commit need not check again.
+    The ids are kept in a set per project (a batch's ids are checked at once). An id joins its
+    set when its batch is held (checked, and being logged), so that two copies arriving at once
+    cannot both be accepted; it leaves again if the batch is not logged after all. Once logged,
+    the batch's ids join the window's order of arrival, a queue of (time, project, ids), so
+    that they age out together; held ids are not in that queue yet, so they never age out.
     """
 
     def __init__(self, max_events: int, max_seconds: float):
         self.max_events = max_events
         self.max_seconds = max_seconds
         self._seen: dict[int, set] = collections.defaultdict(set)
-        self._pending: dict[int, set] = collections.defaultdict(set)
         self._order: collections.deque = collections.deque()  # [time, project, ids], oldest first
         self._size = 0
 
@@ -92,43 +92,49 @@ class Dedup:
             seen = self._seen[entry[1]]
             seen.difference_update(ids)
             self._size -= len(ids)
-            if not seen:
+            if not seen:  # nothing of the project is seen or held: no empty set stays behind
                 del self._seen[entry[1]]
 
     def seen(self, project: int, event_id: str) -> bool:
-        seen, pending = self._seen.get(project), self._pending.get(project)
-        return (seen is not None and event_id in seen) or (pending is not None and event_id in pending)
+        seen = self._seen.get(project)
+        return seen is not None and event_id in seen
 
-    def none_seen(self, project: int, ids) -> bool:
-        """True when no id is in the window or pending (the usual case, checked at once)."""
-        seen, pending = self._seen.get(project), self._pending.get(project)
-        return (seen is None or seen.isdisjoint(ids)) and (pending is None or pending.isdisjoint(ids))
+    def hold_if_new(self, project: int, ids: list) -> bool:
+        """Hold all the ids, if none is in the window or held and none comes twice (the usual
+        case, checked at once); otherwise hold none and return False."""
+        if not ids:
+            return True
+        seen = self._seen[project]
+        if not seen.isdisjoint(ids):
+            return False
+        size = len(seen)
+        seen.update(ids)
+        if len(seen) - size == len(ids):
+            return True
+        seen.difference_update(ids)  # an id came twice in the batch: none of them was seen before
+        if not seen:
+            del self._seen[project]
+        return False
 
     def hold(self, project: int, ids) -> None:
-        if ids:
-            self._pending[project].update(ids)
-
-    def _unhold(self, project: int, ids) -> None:
-        pending = self._pending.get(project)
-        if pending is not None:
-            pending.difference_update(ids)
-            if not pending:
-                del self._pending[project]
+        """Hold ids that are known to be neither seen nor held."""
+        self._seen[project].update(ids)
 
     def commit(self, project: int, ids, now: float) -> None:
-        """The held ids were accepted: they join the window."""
+        """The held ids were accepted: they join the window's order."""
         if not ids:
             return
-        self._unhold(project, ids)
-        self._seen[project].update(ids)
         self._size += len(ids)
-        self._order.append([now, project, list(ids)])
+        self._order.append([now, project, ids])
         self._expire(now)
 
     def release(self, project: int, ids) -> None:
         """The held ids were not accepted after all."""
-        if ids:
-            self._unhold(project, ids)
+        seen = self._seen.get(project)
+        if seen is not None:
+            seen.difference_update(ids)
+            if not seen:
+                del self._seen[project]
 
 
 class Budget:
@@ -178,12 +184,11 @@ class Pipeline:
         self.budget = Budget(config.limits.inflight_bytes, config.limits.inflight_bytes_per_project)
         self.keys = {key: frozenset(projects) for key, projects in config.api_keys.items()}
         self._replies: collections.OrderedDict = collections.OrderedDict()  # idempotent resends
-        # the metric series touched for every batch, looked up once
-        self._accepted = metrics.events.labels("accepted", "")
-        self._duplicates = metrics.events.labels("duplicate", "")
-        self._filtered = metrics.events.labels("filtered", "")
-        self._batches_ok = metrics.batches.labels("ok", "")
         log.on_commit = metrics.fsync_seconds.observe  # once per group commit
+        metrics.inflight_bytes.set_function(lambda: self.budget.used)
+        for labels in (_ACCEPTED, _DUPLICATE, _FILTERED):  # shown from the start, at 0
+            metrics.events.inc(labels, 0)
+        metrics.batches.inc(_OK, 0)
 
     # ------------------------------------------------------------------------------ auth
 
@@ -199,7 +204,7 @@ class Pipeline:
     # ---------------------------------------------------------------------------- ingest
 
     def _refuse(self, batch_id: str, status, detail: str, retry_after_ms: int = 0, code: str = ""):
-        self.metrics.batches.labels("refused", status.name.lower()).inc()
+        self.metrics.batches.inc(("refused", status.name.lower()))
         reply = pb.IngestReply(batch_id=batch_id, detail=detail, batch_error=code,
                                retry_after_ms=retry_after_ms, status=_STATUS[status])
         return Refused(status, reply)
@@ -243,7 +248,6 @@ class Pipeline:
         if not self.budget.take(size, project):
             return self._refuse(batch_id, grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 "too many bytes in flight; slow down", limits.retry_after_ms)
-        self.metrics.inflight_bytes.set(self.budget.used)
         try:
             work = self._work(batch_id, data, which, allowed, key)
         except BaseException:
@@ -264,7 +268,6 @@ class Pipeline:
 
     def _give(self, size: int, project: int) -> None:
         self.budget.give(size, project)
-        self.metrics.inflight_bytes.set(self.budget.used)
 
     def _work(self, batch_id, data: bytes, fmt: str, allowed, key):
         """Decode, rules, dedup, and the records queued in the log: a _Logging, or the result
@@ -274,7 +277,7 @@ class Pipeline:
         try:
             decoded = _decode_batch(data, format=fmt, received_time=received)
         except BatchError as exc:
-            self.metrics.batches.labels("batch_error", exc.code).inc()
+            self.metrics.batches.inc(("batch_error", exc.code))
             record = _dead_record(batch_id, None, exc.code, data, fmt, exc.message)
             reply = pb.IngestReply(batch_id=batch_id, batch_error=exc.code, detail=exc.message,
                                    durability=pb.DURABILITY_LOGGED,
@@ -285,7 +288,6 @@ class Pipeline:
             self.metrics.decode_seconds.observe(time.perf_counter() - started)
 
         jsonl = decoded.to_jsonl()
-        rejected = dict(decoded.rejected)
         keys = event_keys(jsonl)
         project = decoded.project_id
         if allowed is not None and project not in allowed:
@@ -295,12 +297,12 @@ class Pipeline:
         results = [pb.EventResult(index=i, code=code) for i, code in decoded.rejected]
         filtered = duplicate = 0
         held = [event_id for event_id, _ in keys]  # the ids this batch adds to the dedup window
-        if not self.rules.any_for(project) and len(set(held)) == len(held) \
-                and self.dedup.none_seen(project, held):
+        if not self.rules.any_for(project) and self.dedup.hold_if_new(project, held):
             kept = keys  # the usual case: nothing filtered, no duplicates; every event is kept
         else:
-            if rejected:
-                indexes = [i for i in range(len(keys) + len(rejected)) if i not in rejected]
+            if decoded.rejected:  # the batch's index of each line
+                gone = {i for i, _ in decoded.rejected}
+                indexes = [i for i in range(len(keys) + len(gone)) if i not in gone]
             else:
                 indexes = range(len(keys))
             kept, held = [], []  # kept: positions in the batch's lines
@@ -320,31 +322,39 @@ class Pipeline:
                 held.append(event_id)
                 kept.append(n)
             results.sort(key=lambda r: r.index)
+            self.dedup.hold(project, held)
 
+        try:
+            return self._queue(batch_id, key, data, fmt, decoded, jsonl, kept, len(keys), held,
+                               results, duplicate, filtered, received)
+        except BaseException:
+            self.dedup.release(project, held)
+            raise
+
+    def _queue(self, batch_id, key, data, fmt, decoded, jsonl, kept, lines, held, results,
+               duplicate, filtered, received):
+        """The batch's records queued in the log (its held ids released if they cannot be)."""
         records = []
-        if len(kept) == len(keys) and kept:  # every decoded event is kept
+        if len(kept) == lines and kept:  # every decoded event is kept
             records.append((EVENTS, received, jsonl))
         elif kept:
-            lines = jsonl.split(b"\n")
-            records.append((EVENTS, received, b"".join(lines[n] + b"\n" for n in kept)))
+            split = jsonl.split(b"\n")
+            records.append((EVENTS, received, b"".join(split[n] + b"\n" for n in kept)))
+        rejected = decoded.rejected
         if rejected:
+            raws = _raw_events(data, fmt, [i for i, _ in rejected])
             records.append((DEAD, received, b"".join(
                 _dead_record(batch_id, i, code, data, fmt, "", raw)
-                for (i, code), raw in zip(decoded.rejected, _raw_events(data, fmt, rejected)))))
+                for (i, code), raw in zip(rejected, raws))))
         reply = pb.IngestReply(
             batch_id=batch_id, accepted=len(kept), duplicate=duplicate, filtered=filtered,
             rejected=len(rejected), results=results, durability=pb.DURABILITY_LOGGED,
         )
-        work = _Logging(self, batch_id, key, reply, project=project, held=held,
-                        rejected=decoded.rejected)
+        project = decoded.project_id
+        work = _Logging(self, batch_id, key, reply, project=project, held=held, rejected=rejected)
         if not records:  # nothing to log (an empty batch, or every event a duplicate)
             return work.finish()
-        self.dedup.hold(project, held)
-        try:
-            result = self._log(work, records)
-        except BaseException:
-            self.dedup.release(project, held)
-            raise
+        result = self._log(work, records)
         if not isinstance(result, _Logging):
             self.dedup.release(project, held)
         return result
@@ -408,7 +418,6 @@ class _Logging:
         finally:
             if self.budget is not None:
                 p._give(*self.budget)
-            p.metrics.log_bytes.set(p.log.size)
         self.done(result)
 
     def finish(self):
@@ -417,21 +426,20 @@ class _Logging:
         p._remember(self.key, self.batch_id, reply)
         if self.batch_error:
             return Refused(grpc.StatusCode.INVALID_ARGUMENT, reply)
-        p._accepted.inc(reply.accepted)
+        events = p.metrics.events
+        events.inc(_ACCEPTED, reply.accepted)
         if reply.duplicate:
-            p._duplicates.inc(reply.duplicate)
+            events.inc(_DUPLICATE, reply.duplicate)
         if reply.filtered:
-            p._filtered.inc(reply.filtered)
-        if self.rejected:
-            m = p.metrics.events
-            for _, code in self.rejected:
-                m.labels("rejected", code).inc()
-        p._batches_ok.inc()
+            events.inc(_FILTERED, reply.filtered)
+        for _, code in self.rejected:
+            events.inc(("rejected", code))
+        p.metrics.batches.inc(_OK)
         return reply
 
 
-def _raw_events(data: bytes, fmt: str, rejected: dict):
-    """The raw text of each rejected event (JSON), or None where it cannot be had."""
+def _raw_events(data: bytes, fmt: str, rejected: list):
+    """The raw text of each rejected event (by index, JSON), or None where it cannot be had."""
     if fmt == "json":
         try:
             pl = _any.decode(data)["pl"]

@@ -220,6 +220,7 @@ class Service:
                        max_bytes=config.log.max_bytes, fsync=config.log.fsync,
                        cache_bytes=config.log.cache_bytes)
         self.pipeline = Pipeline(config, self.log, self.metrics)
+        self.metrics.log_bytes.set_function(lambda: self.log.size)
         self.sinks = [sinks.load(s, data) for s in config.sinks]
         self.deliveries = [Delivery(self.log, s, os.path.join(data, "cursors"), self.metrics)
                            for s in self.sinks]
@@ -276,7 +277,6 @@ class Service:
             await asyncio.sleep(0.5)
             if self.deliveries:
                 self.log.release(min(d.position for d in self.deliveries))
-            self.metrics.log_bytes.set(self.log.size)
 
     async def stop(self) -> None:
         """Drain and stop: nothing a client was told is logged is lost."""

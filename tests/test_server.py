@@ -381,9 +381,10 @@ def test_dedup_window_by_count_and_age():
     from collector.pipeline import Dedup
 
     d = Dedup(max_events=5, max_seconds=10)
-    assert d.none_seen(8, ["a", "b"])
-    d.hold(8, ["a", "b", "c"])
-    assert d.seen(8, "a") and not d.none_seen(8, ["x", "a"])  # pending counts as seen
+    assert d.hold_if_new(8, ["a", "b", "c"])
+    assert d.seen(8, "a") and not d.hold_if_new(8, ["x", "a"])  # held counts as seen
+    assert not d.seen(8, "x")  # a batch that is not new holds none of its ids
+    assert not d.hold_if_new(8, ["y", "z", "y"]) and not d.seen(8, "y")  # twice in one batch
     d.commit(8, ["a", "b", "c"], now=0.0)
     d.hold(9, ["a", "e", "f"])
     d.commit(9, ["a", "e", "f"], now=1.0)
@@ -391,9 +392,10 @@ def test_dedup_window_by_count_and_age():
     d.hold(8, ["x"])
     d.release(8, ["x"])
     assert not d.seen(8, "x")
-    d.hold(8, ["y"])
+    assert d.hold_if_new(8, ["y"])
     d.commit(8, ["y"], now=11.5)  # everything from before t=1.5 has aged out
     assert len(d) == 1 and not d.seen(8, "b") and not d.seen(9, "f") and d.seen(8, "y")
+    assert set(d._seen) == {8}  # no empty set stays behind for a project
 
 
 def test_stream_replies_logged_only_after_the_fsync_and_shares_group_commits(tmp_path):
@@ -446,7 +448,8 @@ def test_a_failing_disk_is_answered_unavailable_and_the_client_resends(tmp_path)
                 replies = [r async for r in client.stream(
                     Client.request(batch(n=4, prefix=f"h{i}-"), batch_id=f"h{i}") for i in range(20))]
             assert len(replies) == 20 and all(r.accepted == 4 and r.status == 0 for r in replies)
-            assert srv.service.pipeline.budget.used == 0 and not srv.service.pipeline.dedup._pending
+            dedup = srv.service.pipeline.dedup  # nothing is left held: every id seen is in the window
+            assert srv.service.pipeline.budget.used == 0 and sum(map(len, dedup._seen.values())) == len(dedup)
             assert len(await srv.delivered(80)) == 80
 
     run(main())
