@@ -73,6 +73,7 @@ def extensions():
         "collector._native",
         ["native/_native.pyx"],
         extra_compile_args=["-O3"],
+        libraries=["z"],  # the log's checksums (zlib's crc32, as Python's zlib module has it)
     )
     return cythonize([ext], language_level=3, compiler_directives={"binding": False})
 

@@ -6,8 +6,10 @@ cut off on the next start. Appends are committed in groups: whatever arrives whi
 runs goes into the next, so a reply that says `logged` never waits for more than two fsyncs.
 Readers (sinks, subscribers) only ever see what has been fsynced.
 
-The event loop queues appends, checksums them and hands out positions; writes and fsyncs run on
-the log's own thread. The records of the last group commits are kept in memory (`cache_bytes`),
+The event loop queues appends and hands out positions; checksums, writes and fsyncs run on the
+log's own thread (the native module computes the checksums of a group commit without the GIL;
+without it, the loop computes them, since a thread that takes the GIL back for each one while
+the loop is busy waits a switch interval each time). The records of the last group commits are kept in memory (`cache_bytes`),
 so that readers that keep up (sinks, subscribers) get them without reading the file back and
 checking it again.
 """
@@ -23,6 +25,8 @@ import time
 import zlib
 
 import msgspec
+
+from .decode import NATIVE
 
 log = logging.getLogger("collector.log")
 
@@ -57,6 +61,17 @@ _KIND_TIME = struct.Struct("<Bq")
 def _header(kind: int, ms: int, payload: bytes) -> bytes:
     crc = zlib.crc32(payload, zlib.crc32(_KIND_TIME.pack(kind, ms)))
     return _HEADER.pack(len(payload), crc, kind, ms)
+
+
+def _headers(records: list) -> list[bytes]:
+    """The header of each record (kind, ms, payload); `collector._native.record_headers` is
+    its twin, which releases the GIL while it computes the checksums."""
+    return [_header(kind, ms, payload) for kind, ms, payload in records]
+
+
+_headers_nogil = None
+if NATIVE:
+    from ._native import record_headers as _headers_nogil  # noqa: F811
 
 
 def _decode_at(data: bytes | memoryview, offset: int):
@@ -193,17 +208,16 @@ class Log:
             if not batch:
                 continue
             try:
+                records = [r for rs, _ in batch for r in rs]
                 entries = []  # (position, kind, ms, payload)
-                buffers = []
                 end = self._end
-                for records, _ in batch:
-                    for kind, ms, payload in records:
-                        entries.append((end, kind, ms, payload))
-                        buffers += (_header(kind, ms, payload), payload)
-                        end += HEADER_SIZE + len(payload)
+                for kind, ms, payload in records:
+                    entries.append((end, kind, ms, payload))
+                    end += HEADER_SIZE + len(payload)
                 self._end = end
+                headers = _headers(records) if _headers_nogil is None else None
                 started = time.perf_counter()
-                await loop.run_in_executor(self._executor, self._write_and_sync, buffers)
+                await loop.run_in_executor(self._executor, self._frame_and_sync, records, headers)
                 self.fsync_seconds = time.perf_counter() - started
                 if self._end - self._segments[-1] >= self.segment_bytes:
                     self._rotate()
@@ -247,11 +261,20 @@ class Log:
         if drop:
             del recent[:drop], positions[:drop]
 
+    def _frame_and_sync(self, records: list, headers: list | None) -> None:
+        """On the log's thread: the records' headers (unless the loop made them), then write."""
+        if headers is None:
+            headers = _headers_nogil(records)
+        buffers = []
+        for header, (_, _, payload) in zip(headers, records):
+            buffers += (header, payload)
+        self._write_and_sync(buffers)
+
     def _write_and_sync(self, buffers: list) -> None:
         """Write the buffers whole (no copies to join them), then fsync. Runs on the log's
         thread, which takes the GIL as few times as it can (once per system call): a thread
         that wants the GIL back while the event loop is busy may wait a switch interval (5 ms)
-        each time, so the checksums are computed on the loop, not here."""
+        each time."""
         views = [memoryview(b) for b in buffers if b]
         while views:
             written = os.writev(self._fd, views[:1024])

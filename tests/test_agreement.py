@@ -114,3 +114,20 @@ def test_event_keys_is_safe_on_any_bytes(data):
         except (msgspec.DecodeError, UnicodeDecodeError):
             continue
         assert all(type(a) is str and type(b) is str for a, b in keys)
+
+
+_RECORD = st.tuples(st.integers(0, 255), st.integers(-2**63, 2**63 - 1), st.binary(max_size=3000))
+
+
+@given(st.lists(_RECORD, max_size=20))
+def test_log_record_headers_twins_agree(records):
+    """The log's headers made by the native module (checksums without the GIL) are the pure ones."""
+    from collector import log
+
+    assert _native.record_headers(records) == log._headers(records)
+
+
+def test_log_record_headers_refuse_what_does_not_fit():
+    for bad in ([(256, 0, b"")], [(1, 2**63, b"")], [(1, 0, "text")], [(1, 0)]):
+        with pytest.raises((ValueError, TypeError)):
+            _native.record_headers(bad)
