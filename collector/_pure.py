@@ -56,6 +56,11 @@ def event_keys(jsonl: bytes) -> list[tuple[str, str]]:
     return [(k.event_id, k.action) for k in _keys.decode_lines(jsonl)]
 
 
+def event_ids(jsonl: bytes) -> list[str]:
+    """The event_id of each line, as `event_keys` reads it (all dedup needs)."""
+    return [k.event_id for k in _keys.decode_lines(jsonl)]
+
+
 # ---------------------------------------------------------------------------------- JSON
 
 

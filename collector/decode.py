@@ -38,5 +38,6 @@ def decode(data, *, format: str = "json", received_time: int | None = None) -> D
 
 
 event_keys = _impl.event_keys  # (event_id, action) of each line of `Decoded.to_jsonl()`
+event_ids = _impl.event_ids  # the event_id of each line
 
-__all__ = ["decode", "event_keys", "Decoded", "BatchError", "NATIVE"]
+__all__ = ["decode", "event_keys", "event_ids", "Decoded", "BatchError", "NATIVE"]

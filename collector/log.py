@@ -88,6 +88,40 @@ def _decode_at(data: bytes | memoryview, offset: int):
     return kind, ms, payload, end - offset
 
 
+def write_all(fd: int, buffers: list) -> None:
+    """Write the buffers whole, in as few system calls as the OS allows (no copies to join
+    them, and the GIL released once per call, not once per buffer)."""
+    views = [memoryview(b) for b in buffers if b]
+    while views:
+        written = os.writev(fd, views[:1024])
+        while written:
+            if written >= len(views[0]):
+                written -= len(views.pop(0))
+            else:
+                views[0] = views[0][written:]
+                written = 0
+
+
+def _resolve(fut: asyncio.Future):
+    """An append's callback that settles the future."""
+
+    def done(positions, error):
+        if not fut.done():
+            if error is None:
+                fut.set_result(positions)
+            else:
+                fut.set_exception(error)
+
+    return done
+
+
+def _call(done, positions, error) -> None:
+    try:
+        done(positions, error)
+    except Exception:  # noqa: BLE001 - one waiter's bug must not stop the log's writer
+        log.exception("log: a commit callback failed")
+
+
 class Log:
     """Append, read from a position, and drop what every consumer has read."""
 
@@ -180,14 +214,21 @@ class Log:
         """Append a record; return its position once it is fsynced. Raises LogFull."""
         return (await self.append_many([(kind, ms, payload)]))[0]
 
-    def append_many(self, records: list) -> asyncio.Future:
-        """Queue records [(kind, ms, payload)] to be appended together (in one group commit);
-        the future gives their positions once they are fsynced, or the error. Raises LogFull."""
+    def append_many(self, records: list, done=None) -> asyncio.Future | None:
+        """Queue records [(kind, ms, payload)] to be appended together (in one group commit).
+        Once they are fsynced (or the disk failed), `done(positions, error)` is called; without
+        `done`, the future returned gives the positions or the error. Raises LogFull.
+
+        A callback is called by the log's writer as soon as the commit is done, without a trip
+        through the event loop for each batch as a future's callbacks take."""
         if self.full():
             raise LogFull(f"the local log holds {self.size} bytes, its cap is {self.max_bytes}")
         self._ensure_writer()
-        fut = asyncio.get_running_loop().create_future()
-        self._pending.append((records, fut))
+        fut = None
+        if done is None:
+            fut = asyncio.get_running_loop().create_future()
+            done = _resolve(fut)
+        self._pending.append((records, done))
         self._wakeup.set()
         return fut
 
@@ -228,17 +269,15 @@ class Log:
                     os.ftruncate(self._fd, self._durable - self._segments[-1])
                 except OSError:
                     pass
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
+                for _, done in batch:
+                    _call(done, None, exc)
                 continue
             self._durable = self._end
             self._remember(entries)
             n = 0
-            for records, fut in batch:
+            for records, done in batch:
                 k = len(records)
-                if not fut.done():
-                    fut.set_result([e[0] for e in entries[n : n + k]])
+                _call(done, [e[0] for e in entries[n : n + k]], None)
                 n += k
             if self.on_commit is not None:
                 self.on_commit(self.fsync_seconds)
@@ -271,19 +310,10 @@ class Log:
         self._write_and_sync(buffers)
 
     def _write_and_sync(self, buffers: list) -> None:
-        """Write the buffers whole (no copies to join them), then fsync. Runs on the log's
-        thread, which takes the GIL as few times as it can (once per system call): a thread
-        that wants the GIL back while the event loop is busy may wait a switch interval (5 ms)
-        each time."""
-        views = [memoryview(b) for b in buffers if b]
-        while views:
-            written = os.writev(self._fd, views[:1024])
-            while written:
-                if written >= len(views[0]):
-                    written -= len(views.pop(0))
-                else:
-                    views[0] = views[0][written:]
-                    written = 0
+        """Write the buffers, then fsync. Runs on the log's thread, which takes the GIL as few
+        times as it can (once per system call): a thread that wants the GIL back while the
+        event loop is busy may wait a switch interval (5 ms) each time."""
+        write_all(self._fd, buffers)
         if self.fsync:
             os.fsync(self._fd)
 

@@ -15,7 +15,7 @@ import time
 import grpc
 import msgspec
 
-from .decode import decode as _decode_batch, event_keys
+from .decode import decode as _decode_batch, event_ids, event_keys
 from .errors import BatchError
 from .log import DEAD, EVENTS, Log, LogFull
 from .v1 import collector_pb2 as pb
@@ -260,10 +260,8 @@ class Pipeline:
         if done is None:  # the caller awaits; it may give up (a cancelled call), the work goes on
             fut = asyncio.get_running_loop().create_future()
             work.done = lambda result: fut.done() or fut.set_result(result)
-            work.future.add_done_callback(work.logged)
             return fut
         work.done = done
-        work.future.add_done_callback(work.logged)
         return None
 
     def _give(self, size: int, project: int) -> None:
@@ -288,7 +286,7 @@ class Pipeline:
             self.metrics.decode_seconds.observe(time.perf_counter() - started)
 
         jsonl = decoded.to_jsonl()
-        keys = event_keys(jsonl)
+        ids = event_ids(jsonl)
         project = decoded.project_id
         if allowed is not None and project not in allowed:
             return self._refuse(batch_id, grpc.StatusCode.PERMISSION_DENIED,
@@ -296,10 +294,11 @@ class Pipeline:
 
         results = [pb.EventResult(index=i, code=code) for i, code in decoded.rejected]
         filtered = duplicate = 0
-        held = [event_id for event_id, _ in keys]  # the ids this batch adds to the dedup window
-        if not self.rules.any_for(project) and self.dedup.hold_if_new(project, held):
-            kept = keys  # the usual case: nothing filtered, no duplicates; every event is kept
+        held = ids  # the ids this batch adds to the dedup window
+        if not self.rules.any_for(project) and self.dedup.hold_if_new(project, ids):
+            kept = ids  # the usual case: nothing filtered, no duplicates; every event is kept
         else:
+            keys = event_keys(jsonl)
             if decoded.rejected:  # the batch's index of each line
                 gone = {i for i, _ in decoded.rejected}
                 indexes = [i for i in range(len(keys) + len(gone)) if i not in gone]
@@ -325,7 +324,7 @@ class Pipeline:
             self.dedup.hold(project, held)
 
         try:
-            return self._queue(batch_id, key, data, fmt, decoded, jsonl, kept, len(keys), held,
+            return self._queue(batch_id, key, data, fmt, decoded, jsonl, kept, len(ids), held,
                                results, duplicate, filtered, received)
         except BaseException:
             self.dedup.release(project, held)
@@ -362,7 +361,7 @@ class Pipeline:
     def _log(self, work: "_Logging", records):
         """Queue the records in the log: the work, now waiting for the log, or Refused."""
         try:
-            work.future = self.log.append_many(records)
+            self.log.append_many(records, work.logged)
         except LogFull as exc:
             return self._refuse(work.batch_id, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc),
                                 self.config.limits.retry_after_ms * 5)
@@ -380,7 +379,7 @@ class _Logging:
     """One batch whose records are in the log's queue: what to do once they are fsynced."""
 
     __slots__ = ("pipeline", "batch_id", "key", "reply", "project", "held", "rejected",
-                 "batch_error", "future", "budget", "done")
+                 "batch_error", "budget", "done")
 
     def __init__(self, pipeline, batch_id, key, reply, *, project=0, held=(), rejected=(),
                  batch_error=False):
@@ -392,15 +391,13 @@ class _Logging:
         self.held = held
         self.rejected = rejected
         self.batch_error = batch_error
-        self.future = None
         self.budget = None
         self.done = None
 
-    def logged(self, future) -> None:
+    def logged(self, positions, exc) -> None:
         """The log's answer: reply (or refuse), and always give back the bytes in flight."""
         p = self.pipeline
         try:
-            exc = future.exception() if not future.cancelled() else asyncio.CancelledError()
             if exc is not None:
                 p.dedup.release(self.project, self.held)
                 if isinstance(exc, OSError):

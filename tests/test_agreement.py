@@ -92,6 +92,7 @@ def test_malformed_before_too_deep():
 def test_event_keys_twins_agree(impl, jsonl):
     assert impl.event_keys(jsonl) == _pure.event_keys(jsonl) == [
         (e["event_id"], e["action"]) for e in map(json.loads, jsonl.splitlines())]
+    assert impl.event_ids(jsonl) == _pure.event_ids(jsonl) == [k for k, _ in impl.event_keys(jsonl)]
 
 
 def test_event_keys_of_decoded_batches(impl):
@@ -99,6 +100,7 @@ def test_event_keys_of_decoded_batches(impl):
         jsonl = impl.decode(batch, "json", 1765000000000).to_jsonl()
         assert impl.event_keys(jsonl) == [(e["event_id"], e["action"])
                                           for e in map(json.loads, jsonl.splitlines())]
+        assert impl.event_ids(jsonl) == [k for k, _ in impl.event_keys(jsonl)]
 
 
 _LINE_START = st.sampled_from([b'{"event_id":"', b'","action":"', b"\\", b'"', b"\n", b"x", b"\xc3\xa9"])
@@ -112,8 +114,11 @@ def test_event_keys_is_safe_on_any_bytes(data):
         try:
             keys = impl.event_keys(data)
         except (msgspec.DecodeError, UnicodeDecodeError):
+            with pytest.raises((msgspec.DecodeError, UnicodeDecodeError)):
+                impl.event_ids(data)
             continue
         assert all(type(a) is str and type(b) is str for a, b in keys)
+        assert impl.event_ids(data) == [k for k, _ in keys]
 
 
 _RECORD = st.tuples(st.integers(0, 255), st.integers(-2**63, 2**63 - 1), st.binary(max_size=3000))

@@ -9,7 +9,7 @@ import asyncio
 import os
 import time
 
-from ..log import DEAD, EVENTS
+from ..log import DEAD, EVENTS, write_all
 from . import Sink
 
 
@@ -45,7 +45,7 @@ class JsonlSink(Sink):
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         base = os.path.join(self.directory, f"{self.prefix}-{stamp}-{time.time_ns() % 10**9:09d}")
         self._path = base + ".jsonl.part"
-        self._f = open(self._path, "ab")
+        self._f = open(self._path, "ab", buffering=0)
         self._opened = time.monotonic()
         self._size = 0
 
@@ -62,10 +62,8 @@ class JsonlSink(Sink):
             self._close()
         if self._f is None:
             self._open()
-        for chunk in chunks:
-            self._f.write(chunk)
-            self._size += len(chunk)
-        self._f.flush()
+        write_all(self._f.fileno(), chunks)  # one system call for many records
+        self._size += sum(map(len, chunks))
         if self.fsync:
             os.fsync(self._f.fileno())
 
