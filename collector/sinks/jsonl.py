@@ -9,7 +9,7 @@ import asyncio
 import os
 import time
 
-from ..log import DEAD, EVENTS, write_all
+from ..log import DEAD, EVENTS, sync_and_drop, write_all
 from . import Sink
 
 
@@ -62,10 +62,10 @@ class JsonlSink(Sink):
             self._close()
         if self._f is None:
             self._open()
-        write_all(self._f.fileno(), chunks)  # one system call for many records
-        self._size += sum(map(len, chunks))
+        start = self._size
+        self._size += write_all(self._f.fileno(), chunks)  # one system call for many records
         if self.fsync:
-            os.fsync(self._f.fileno())
+            sync_and_drop(self._f.fileno(), start, self._size - start)
 
     async def write(self, records) -> None:
         chunks = [r.payload for r in records if r.kind in self.kinds]
