@@ -56,10 +56,13 @@ class LogFull(Exception):
 
 
 _KIND_TIME = struct.Struct("<Bq")
+_crc32 = zlib.crc32
+if NATIVE:
+    from ._native import crc32 as _crc32  # zlib's crc32, several times faster where the CPU allows
 
 
 def _header(kind: int, ms: int, payload: bytes) -> bytes:
-    crc = zlib.crc32(payload, zlib.crc32(_KIND_TIME.pack(kind, ms)))
+    crc = _crc32(payload, _crc32(_KIND_TIME.pack(kind, ms)))
     return _HEADER.pack(len(payload), crc, kind, ms)
 
 
@@ -70,7 +73,7 @@ def _headers(records: list) -> list[bytes]:
 
 
 _headers_nogil = None
-if NATIVE:
+if NATIVE:  # the same checksums, faster, and for a whole group commit without the GIL
     from ._native import record_headers as _headers_nogil  # noqa: F811
 
 
@@ -83,7 +86,7 @@ def _decode_at(data: bytes | memoryview, offset: int):
     if end > len(data) or kind not in (EVENTS, DEAD):
         return None
     payload = bytes(data[offset + HEADER_SIZE : end])
-    if zlib.crc32(payload, zlib.crc32(_KIND_TIME.pack(kind, ms))) != crc:
+    if _crc32(payload, _crc32(_KIND_TIME.pack(kind, ms))) != crc:
         return None
     return kind, ms, payload, end - offset
 

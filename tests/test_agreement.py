@@ -1,6 +1,8 @@
 """The native decoder and the pure twin agree: same events, same rejections, same batch errors."""
 
 import json
+import struct
+import zlib
 
 import msgspec
 import pytest
@@ -124,12 +126,29 @@ def test_event_keys_is_safe_on_any_bytes(data):
 _RECORD = st.tuples(st.integers(0, 255), st.integers(-2**63, 2**63 - 1), st.binary(max_size=3000))
 
 
+def _zlib_header(kind, ms, payload):
+    crc = zlib.crc32(payload, zlib.crc32(struct.pack("<Bq", kind, ms)))
+    return struct.pack("<IIBq", len(payload), crc, kind, ms)
+
+
 @given(st.lists(_RECORD, max_size=20))
 def test_log_record_headers_twins_agree(records):
-    """The log's headers made by the native module (checksums without the GIL) are the pure ones."""
+    """The log's headers made by the native module (checksums without the GIL) are the pure
+    ones, whose checksums are zlib's crc32."""
     from collector import log
 
-    assert _native.record_headers(records) == log._headers(records)
+    expected = [_zlib_header(*r) for r in records]
+    assert _native.record_headers(records) == log._headers(records) == expected
+
+
+@given(st.binary(max_size=700), st.integers(0, 2**32 - 1), st.integers(0, 15))
+def test_native_crc32_is_zlibs(data, start, offset):
+    """The folded crc32 (whole 64- and 16-byte blocks, then the tail) is zlib's, at any length
+    and alignment, from any running value."""
+    data = bytes(offset) + data
+    view = memoryview(data)[offset:]
+    assert _native.crc32(view, start) == zlib.crc32(view, start)
+    assert _native.crc32(data) == zlib.crc32(data)
 
 
 def test_log_record_headers_refuse_what_does_not_fit():
