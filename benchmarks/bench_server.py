@@ -81,8 +81,20 @@ async def serve_floor() -> None:
     await server.wait_for_termination()
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, all threads) a process has used so far; None off Linux."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_against(command, batches, streams, events, warmup=(), env=None):
-    """Start a server process (it prints `(port N)`), load it, stop it by its pid."""
+    """Start a server process (it prints `(port N)`), load it, stop it by its pid. Besides the
+    rates, says the server's CPU time per batch: on a small shared machine it varies less than
+    wall time, and the client and the server share the cores, so it is what bounds the rate."""
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
     try:
         port = re.search(r"\(port (\d+)\)", proc.stdout.readline().decode()).group(1)
@@ -90,7 +102,12 @@ def run_against(command, batches, streams, events, warmup=(), env=None):
         async def run():
             if warmup:
                 await load(f"127.0.0.1:{port}", warmup, streams, events, tag="warmup-")
-            return await load(f"127.0.0.1:{port}", batches, streams, events)
+            before = cpu_seconds(proc.pid)
+            result = await load(f"127.0.0.1:{port}", batches, streams, events)
+            after = cpu_seconds(proc.pid)
+            if before is not None and after is not None:
+                result["cpu_us"] = (after - before) / len(batches) * 1e6
+            return result
 
         return asyncio.run(run())
     finally:
@@ -140,11 +157,14 @@ def main() -> int:
     collector = max(runs["collector"], key=lambda r: r["events_per_s"])
     print(f"{args.batches} batches x {args.events} events over {args.streams} streams, "
           f"best of {args.rounds} runs each (in turns)")
-    print(f"{'':32} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8}   all runs (events/s)")
+    print(f"{'':32} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU us':>8}   all runs (events/s)")
     for name, r, key in (("transport floor (bytes only)", floor, "floor"),
                          ("collector serve (fsync, jsonl)", collector, "collector")):
         every = " ".join(f"{x['events_per_s']:,.0f}" for x in runs[key])
-        print(f"{name:32} {r['events_per_s']:10,.0f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f}   {every}")
+        cpu = [x["cpu_us"] for x in runs[key] if "cpu_us" in x]
+        cpu = f"{statistics.median(cpu):8.0f}" if cpu else f"{'-':>8}"
+        print(f"{name:32} {r['events_per_s']:10,.0f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {cpu}   {every}")
+    print("(CPU us: the server's CPU time per batch, all its threads, median of the runs)")
     ratio = collector["events_per_s"] / floor["events_per_s"]
     medians = statistics.median(r["events_per_s"] for r in runs["collector"]) / statistics.median(
         r["events_per_s"] for r in runs["floor"])
