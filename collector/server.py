@@ -218,7 +218,8 @@ class Service:
         data = config.data_dir
         self.log = Log(os.path.join(data, "log"), segment_bytes=config.log.segment_bytes,
                        max_bytes=config.log.max_bytes, fsync=config.log.fsync,
-                       cache_bytes=config.log.cache_bytes)
+                       cache_bytes=config.log.cache_bytes,
+                       commit_interval=config.log.commit_interval_seconds)
         self.pipeline = Pipeline(config, self.log, self.metrics)
         self.metrics.log_bytes.set_function(lambda: self.log.size)
         self.sinks = [sinks.load(s, data) for s in config.sinks]

@@ -153,3 +153,28 @@ def test_a_failed_write_fails_its_appends_and_leaves_no_trace(tmp_path):
 
     run(main())
     assert [r.payload for r in Log(str(tmp_path)).read(0)] == [b"kept", b"after"]
+
+
+def test_appends_soon_after_a_commit_share_the_next_one(tmp_path):
+    """Group commits start at most every `commit_interval`: appends that arrive one after the
+    other within it go into one commit; with no interval, each finds the writer free and gets
+    its own."""
+
+    async def commits(interval: float) -> int:
+        log = Log(str(tmp_path / str(interval)), commit_interval=interval)
+        seen = []
+        log.on_commit = seen.append
+        await log.append(EVENTS, 0, b"first")  # after a quiet spell: committed at once
+        waiting = []
+        for i in range(5):  # one every 50 ms
+            waiting.append(asyncio.ensure_future(log.append(EVENTS, i, b"next")))
+            await asyncio.sleep(0.05)
+        await asyncio.gather(*waiting)
+        await log.close()
+        return len(seen)
+
+    async def main():
+        assert await commits(1.0) == 2  # the first, then the five together
+        assert await commits(0.0) > 2  # each its own, unless an fsync took longer than 50 ms
+
+    run(main())
