@@ -2,10 +2,12 @@
 log fsync on), against a bare grpc.aio server that only counts bytes (the transport floor), each
 in a process of its own, on the same machine in the same run, loaded by the same client.
 
-    python benchmarks/bench_server.py [--batches 400] [--streams 4] [--rounds 3] [--warmup 40]
+    python benchmarks/bench_server.py [--batches 1500] [--streams 4] [--rounds 5] [--warmup 40]
 
 Wall time on a small shared machine is noisy, so the two are measured in turns (`--rounds`,
-each on a fresh server, the order alternating) and the best run of each is compared. Each
+each on a fresh server, the order alternating) and the best run of each is compared (the
+medians are printed beside, and each server's CPU time per batch). Runs of a few hundred
+batches last a fraction of a second: the defaults make each run last about a second. Each
 server first gets `--warmup` batches of another corpus (not timed), so that one-time costs of
 a fresh process (first connections, threads, allocations) are not in the figures of either.
 """
@@ -133,10 +135,10 @@ def collector_run(batches, streams, events, warmup=()):
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--batches", type=int, default=400)
+    p.add_argument("--batches", type=int, default=1500)
     p.add_argument("--events", type=int, default=50)
     p.add_argument("--streams", type=int, default=4)
-    p.add_argument("--rounds", type=int, default=3, help="runs of each, in turns; the best counts")
+    p.add_argument("--rounds", type=int, default=5, help="runs of each, in turns; the best counts")
     p.add_argument("--warmup", type=int, default=40, help="untimed batches first (0: none)")
     p.add_argument("--serve-floor", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
