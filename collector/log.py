@@ -12,9 +12,9 @@ what has been fsynced.
 The event loop queues appends and hands out positions; checksums, writes and fsyncs run on the
 log's own thread (the native module computes the checksums of a group commit without the GIL;
 without it, the loop computes them, since a thread that takes the GIL back for each one while
-the loop is busy waits a switch interval each time). The records of the last group commits are kept in memory (`cache_bytes`),
-so that readers that keep up (sinks, subscribers) get them without reading the file back and
-checking it again.
+the loop is busy waits a switch interval each time). The records of the last group commits are
+kept in memory (`cache_bytes`), so that readers that keep up (sinks, subscribers) get them
+without reading the file back and checking it again.
 """
 
 import asyncio
