@@ -2573,15 +2573,19 @@ cdef int read_document(Parser* p, Slot* header) except -2:
 def event_keys(bytes jsonl):
     """(event_id, action) of each line of normalised JSON Lines, as `decode` writes them: read
     off the start of each line, where both keys always are; the twin of `_pure.event_keys`."""
-    return _keys(jsonl, True)
+    keys = _keys(jsonl, True)
+    return _pure.event_keys(jsonl) if keys is None else keys  # not as `decode` writes it: read as JSON
 
 
 def event_ids(bytes jsonl):
     """The event_id of each line, as `event_keys` reads it; the twin of `_pure.event_ids`."""
-    return _keys(jsonl, False)
+    ids = _keys(jsonl, False)
+    return _pure.event_ids(jsonl) if ids is None else ids
 
 
 cdef list _keys(bytes jsonl, bint actions):
+    """(event_id, action) or event_id of each line, or None where a line is not as `decode`
+    writes it."""
     cdef const char* s = PyBytes_AS_STRING(jsonl)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(jsonl), pos = 0, a, e, a2, e2
     cdef bint escaped
@@ -2589,7 +2593,7 @@ cdef list _keys(bytes jsonl, bint actions):
     out = []
     while pos < n:
         if n - pos < 13 or memcmp(s + pos, b'{"event_id":"', 13) != 0:
-            return _pure.event_keys(jsonl) if actions else _pure.event_ids(jsonl)  # read it as JSON
+            return None
         a = e = pos + 13
         escaped = False
         while e < n and s[e] != 34:
@@ -2598,15 +2602,15 @@ cdef list _keys(bytes jsonl, bint actions):
                 e += 1
             e += 1
         if e >= n or n - e < 12 or memcmp(s + e, b'","action":"', 12) != 0:
-            return _pure.event_keys(jsonl) if actions else _pure.event_ids(jsonl)
+            return None
         a2 = e2 = e + 12
         while e2 < n and s[e2] != 34 and s[e2] != 92:
             e2 += 1
         if e2 >= n or s[e2] != 34:
-            return _pure.event_keys(jsonl) if actions else _pure.event_ids(jsonl)
+            return None
         nl = <const char*>memchr(s + e2, 10, n - e2)
         if nl == NULL:
-            return _pure.event_keys(jsonl) if actions else _pure.event_ids(jsonl)
+            return None
         pos = nl - s + 1
         if escaped:
             event_id = _string.decode(PyBytes_FromStringAndSize(s + a - 1, e - a + 2))
