@@ -20,7 +20,8 @@ class Delivery:
         self.position = max(self.cursor.position, log_.start)
         self._stop = asyncio.Event()
         self._draining = False
-        self._saved = 0.0  # when the cursor file was last written
+        self._saved = 0.0  # when the cursor was last made durable, and where it was then
+        self._durable = self.cursor.position
         self.task: asyncio.Task | None = None
         sink.metrics = metrics
         sink.dead_letter = self._dead_letter
@@ -80,11 +81,14 @@ class Delivery:
                 continue
             backoff = 0.05
             self.position = records[-1].end
-            # The cursor file moves at once past what the sink took; past records it only
-            # skipped (not of its kinds) at most once a second: a restart reads those again.
-            if took or time.monotonic() - self._saved >= 1.0:
+            # The cursor moves at once past what the sink took (a write to the page cache,
+            # which a crash of the process does not lose), and is made durable at most once a
+            # second; past records it only skipped (not of its kinds) it moves then too.
+            if took:
+                self.cursor.note(self.position)
+            if time.monotonic() - self._saved >= 1.0 and self.position != self._durable:
                 await asyncio.to_thread(self.cursor.save, self.position)
-                self._saved = time.monotonic()
+                self._saved, self._durable = time.monotonic(), self.cursor.position
 
     async def drain(self, timeout: float) -> bool:
         """Deliver what the log holds (for a graceful stop); True if the sink caught up."""
@@ -105,6 +109,7 @@ class Delivery:
                 pass
             except Exception as exc:
                 log.error("sink %s stopped with %s", self.sink.name, exc, extra={"sink": self.sink.name})
-        if self.position != self.cursor.position:
+        if self.position != self._durable:
             await asyncio.to_thread(self.cursor.save, self.position)
+        self.cursor.close()
         await self.sink.stop()

@@ -104,9 +104,17 @@ def test_a_large_record_reads_whole(tmp_path):
 def test_cursor_survives(tmp_path):
     c = Cursor(str(tmp_path), "jsonl")
     assert c.position == 0
-    c.save(1234)
+    c.save(123456)
+    assert Cursor(str(tmp_path), "jsonl").position == 123456
+    c.note(99)  # shorter than before: replaces it whole
+    assert Cursor(str(tmp_path), "jsonl").position == 99
+    c.close()
+    with open(c.path, "w") as f:  # written by an older version: no padding
+        f.write("1234")
     assert Cursor(str(tmp_path), "jsonl").position == 1234
-    assert not os.path.exists(c.path + ".tmp")
+    with open(c.path, "wb") as f:  # unreadable: start from the oldest record
+        f.write(b"\0\0\0")
+    assert Cursor(str(tmp_path), "jsonl").position == 0
 
 
 def test_recent_records_are_read_from_memory_as_from_the_file(tmp_path):
