@@ -23,6 +23,7 @@ import concurrent.futures
 import logging
 import os
 import struct
+import threading
 import time
 import zlib
 
@@ -503,6 +504,8 @@ class Cursor:
     def __init__(self, directory: str, name: str):
         os.makedirs(directory, exist_ok=True)
         self.path = os.path.join(directory, name + ".pos")
+        # a save may still run in a worker thread when the sink stops and saves again
+        self._lock = threading.Lock()
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         text = os.pread(self._fd, 64, 0).strip()
         try:
@@ -512,14 +515,24 @@ class Cursor:
             self.position = 0
 
     def note(self, position: int) -> None:
-        os.pwrite(self._fd, b"%0*d\n" % (self._WIDTH, position), 0)
-        self.position = position
+        with self._lock:
+            self._write(position)
 
     def save(self, position: int) -> None:
-        self.note(position)
-        os.fsync(self._fd)
+        with self._lock:
+            if self._write(position):
+                os.fsync(self._fd)
+
+    def _write(self, position: int) -> bool:
+        if self._fd < 0:  # closed: the last save is done
+            return False
+        position = max(position, self.position)  # a save that ran late never moves it back
+        os.pwrite(self._fd, b"%0*d\n" % (self._WIDTH, position), 0)
+        self.position = position
+        return True
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1

@@ -106,12 +106,18 @@ def test_cursor_survives(tmp_path):
     assert c.position == 0
     c.save(123456)
     assert Cursor(str(tmp_path), "jsonl").position == 123456
-    c.note(99)  # shorter than before: replaces it whole
-    assert Cursor(str(tmp_path), "jsonl").position == 99
+    c.note(99)  # a save that ran late (a stop saves again): the cursor never moves back
+    assert Cursor(str(tmp_path), "jsonl").position == 123456
     c.close()
+    c.save(200000)  # after the close: nothing
+    assert Cursor(str(tmp_path), "jsonl").position == 123456
     with open(c.path, "w") as f:  # written by an older version: no padding
         f.write("1234")
-    assert Cursor(str(tmp_path), "jsonl").position == 1234
+    old = Cursor(str(tmp_path), "jsonl")
+    assert old.position == 1234
+    old.note(99999)  # longer than before: replaces it whole
+    assert Cursor(str(tmp_path), "jsonl").position == 99999
+    old.close()
     with open(c.path, "wb") as f:  # unreadable: start from the oldest record
         f.write(b"\0\0\0")
     assert Cursor(str(tmp_path), "jsonl").position == 0
