@@ -66,6 +66,7 @@ class Delivery:
                 records = await self._read()
                 self.metrics.sink_lag.labels(self.sink.name).set(self.log.end - self.position)
                 if not records:
+                    await self._save_if_due()
                     await self.log.wait_beyond(self.position, timeout=0.5)
                     continue
                 await self.sink.write(records)
@@ -86,9 +87,12 @@ class Delivery:
             # second; past records it only skipped (not of its kinds) it moves then too.
             if took:
                 self.cursor.note(self.position)
-            if time.monotonic() - self._saved >= 1.0 and self.position != self._durable:
-                await asyncio.to_thread(self.cursor.save, self.position)
-                self._saved, self._durable = time.monotonic(), self.cursor.position
+            await self._save_if_due()
+
+    async def _save_if_due(self) -> None:
+        if self.position != self._durable and time.monotonic() - self._saved >= 1.0:
+            await asyncio.to_thread(self.cursor.save, self.position)
+            self._saved, self._durable = time.monotonic(), self.cursor.position
 
     async def drain(self, timeout: float) -> bool:
         """Deliver what the log holds (for a graceful stop); True if the sink caught up."""
@@ -99,10 +103,14 @@ class Delivery:
             await asyncio.sleep(0.01)
         return self.position >= self.log.end
 
-    async def stop(self) -> None:
+    async def stop(self, wait: float = 5.0) -> None:
+        """Let the sink finish what it is doing (a write, a cursor save: work in a thread goes
+        on even when its task is cancelled), for at most `wait` seconds; then save the cursor
+        and stop the sink."""
         self._stop.set()
         if self.task is not None:
-            self.task.cancel()
+            if not (await asyncio.wait({self.task}, timeout=wait))[0]:
+                self.task.cancel()
             try:
                 await self.task
             except asyncio.CancelledError:

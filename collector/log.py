@@ -506,6 +506,9 @@ class Cursor:
         self.path = os.path.join(directory, name + ".pos")
         # a save may still run in a worker thread when the sink stops and saves again
         self._lock = threading.Lock()
+        for stale in os.listdir(directory):  # left by older versions, which replaced the file
+            if stale.startswith(name + ".pos.") and stale.endswith(".tmp"):
+                os.remove(os.path.join(directory, stale))
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         text = os.pread(self._fd, 64, 0).strip()
         try:

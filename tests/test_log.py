@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import time
 
 import pytest
 
@@ -190,5 +191,75 @@ def test_appends_soon_after_a_commit_share_the_next_one(tmp_path):
     async def main():
         assert await commits(1.0) == 2  # the first, then the five together
         assert await commits(0.0) > 2  # each its own, unless an fsync took longer than 50 ms
+
+    run(main())
+
+
+class _SlowSink:
+    """A sink whose writes take a while in a worker thread, as a file sink's do."""
+
+    name = "slow"
+    kinds = frozenset({EVENTS})
+    linger_seconds = 0.0
+
+    def __init__(self):
+        self.written, self.writing, self.stopped = [], asyncio.Event(), False
+
+    async def start(self):
+        pass
+
+    async def write(self, records):
+        self.writing.set()
+        await asyncio.to_thread(time.sleep, 0.3)
+        self.written += [r.payload for r in records]
+
+    async def stop(self):
+        self.stopped = True
+
+
+def test_delivery_stop_lets_the_write_in_progress_finish(tmp_path):
+    """A stop that comes in the middle of a sink's write waits for it (a worker thread goes on
+    even when its task is cancelled) and then moves the cursor past it."""
+    from collector.delivery import Delivery
+    from collector.metrics import Metrics
+
+    async def main():
+        log = Log(str(tmp_path / "log"))
+        end = (await log.append(EVENTS, 1, b"one\n")) + HEADER_SIZE + 4
+        sink = _SlowSink()
+        d = Delivery(log, sink, str(tmp_path / "cursors"), Metrics())
+        d.start()
+        await asyncio.wait_for(sink.writing.wait(), 5)
+        await d.stop()
+        assert sink.written == [b"one\n"] and sink.stopped
+        assert Cursor(str(tmp_path / "cursors"), "slow").position == end
+        await log.close()
+
+    run(main())
+
+
+def test_an_idle_delivery_makes_its_cursor_durable(tmp_path):
+    """A cursor moved by a delivery is fsynced within about a second even if nothing more
+    comes (not only at the next delivery or the stop)."""
+    from collector.delivery import Delivery
+    from collector.metrics import Metrics
+
+    async def main():
+        log = Log(str(tmp_path / "log"))
+        sink = _SlowSink()
+        d = Delivery(log, sink, str(tmp_path / "cursors"), Metrics())
+        saves = []
+        save = d.cursor.save
+        d.cursor.save = lambda position: (saves.append(position), save(position))
+        d._saved = time.monotonic()  # as if a save had just happened: the next one is due in 1 s
+        d.start()
+        end = (await log.append(EVENTS, 1, b"one\n")) + HEADER_SIZE + 4
+        for _ in range(40):  # up to 4 s
+            if saves:
+                break
+            await asyncio.sleep(0.1)
+        assert saves == [end] and sink.written == [b"one\n"]
+        await d.stop()
+        await log.close()
 
     run(main())

@@ -7,6 +7,7 @@ a crash, the `.part` files are finished on start, a half-written last line cut o
 
 import asyncio
 import os
+import threading
 import time
 
 from ..log import DEAD, EVENTS, sync_and_drop, write_all
@@ -27,6 +28,7 @@ class JsonlSink(Sink):
         self.max_seconds = max_seconds
         self.fsync = fsync
         self._f = None
+        self._lock = threading.Lock()  # a write in a worker thread, and the close of a stop
         self._path = ""
         self._opened = 0.0
         self._size = 0
@@ -56,6 +58,10 @@ class JsonlSink(Sink):
             self._f = None
 
     def _write(self, chunks: list[bytes]) -> None:
+        with self._lock:
+            self._write_locked(chunks)
+
+    def _write_locked(self, chunks: list[bytes]) -> None:
         if self._f is not None and (
             self._size >= self.max_bytes or time.monotonic() - self._opened >= self.max_seconds
         ):
@@ -73,7 +79,8 @@ class JsonlSink(Sink):
             await asyncio.to_thread(self._write, chunks)
 
     async def stop(self) -> None:
-        self._close()
+        with self._lock:
+            self._close()
 
 
 def _cut_torn_line(path: str) -> int:
