@@ -166,8 +166,8 @@ class Log:
         self._fd = -1
         self._end = 0  # position after the last record written
         self._durable = 0  # position up to which everything is fsynced
-        # appends not yet handed to the writer: (records [(kind, ms, payload)], waiter)
-        self._pending: list[tuple[list, asyncio.Future]] = []
+        # appends not yet handed to the writer: (records [(kind, ms, payload)], done callback)
+        self._pending: list[tuple[list, object]] = []
         self._wakeup: asyncio.Event | None = None
         self._grown: asyncio.Condition | None = None
         self._writer: asyncio.Task | None = None
@@ -271,11 +271,11 @@ class Log:
             wait = self._last_commit + self.commit_interval - loop.time()
             if wait > 0:  # the last commit was just now: let this group grow for the rest
                 await asyncio.sleep(wait)
-            self._last_commit = loop.time()
             self._wakeup.clear()
             batch, self._pending = self._pending, []
             if not batch:
                 continue
+            self._last_commit = loop.time()
             try:
                 records = [r for rs, _ in batch for r in rs]
                 entries = []  # (position, kind, ms, payload)

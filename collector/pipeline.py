@@ -118,7 +118,8 @@ class Dedup:
 
     def hold(self, project: int, ids) -> None:
         """Hold ids that are known to be neither seen nor held."""
-        self._seen[project].update(ids)
+        if ids:
+            self._seen[project].update(ids)
 
     def commit(self, project: int, ids, now: float) -> None:
         """The held ids were accepted: they join the window's order."""
@@ -251,10 +252,10 @@ class Pipeline:
         try:
             work = self._work(batch_id, data, which, allowed, key)
         except BaseException:
-            self._give(size, project)
+            self.budget.give(size, project)
             raise
         if not isinstance(work, _Logging):  # answered without the log
-            self._give(size, project)
+            self.budget.give(size, project)
             return work
         work.budget = (size, project)
         if done is None:  # the caller awaits; it may give up (a cancelled call), the work goes on
@@ -263,9 +264,6 @@ class Pipeline:
             return fut
         work.done = done
         return None
-
-    def _give(self, size: int, project: int) -> None:
-        self.budget.give(size, project)
 
     def _work(self, batch_id, data: bytes, fmt: str, allowed, key):
         """Decode, rules, dedup, and the records queued in the log: a _Logging, or the result
@@ -286,7 +284,6 @@ class Pipeline:
             self.metrics.decode_seconds.observe(time.perf_counter() - started)
 
         jsonl = decoded.to_jsonl()
-        ids = event_ids(jsonl)
         project = decoded.project_id
         if allowed is not None and project not in allowed:
             return self._refuse(batch_id, grpc.StatusCode.PERMISSION_DENIED,
@@ -294,11 +291,13 @@ class Pipeline:
 
         results = [pb.EventResult(index=i, code=code) for i, code in decoded.rejected]
         filtered = duplicate = 0
-        held = ids  # the ids this batch adds to the dedup window
-        if not self.rules.any_for(project) and self.dedup.hold_if_new(project, ids):
-            kept = ids  # the usual case: nothing filtered, no duplicates; every event is kept
+        ids = None if self.rules.any_for(project) else event_ids(jsonl)
+        if ids is not None and self.dedup.hold_if_new(project, ids):
+            kept = held = ids  # the usual case: nothing filtered, no duplicates; every event is kept
+            lines = len(ids)
         else:
             keys = event_keys(jsonl)
+            lines = len(keys)
             if decoded.rejected:  # the batch's index of each line
                 gone = {i for i, _ in decoded.rejected}
                 indexes = [i for i in range(len(keys) + len(gone)) if i not in gone]
@@ -324,7 +323,7 @@ class Pipeline:
             self.dedup.hold(project, held)
 
         try:
-            return self._queue(batch_id, key, data, fmt, decoded, jsonl, kept, len(ids), held,
+            return self._queue(batch_id, key, data, fmt, decoded, jsonl, kept, lines, held,
                                results, duplicate, filtered, received)
         except BaseException:
             self.dedup.release(project, held)
@@ -414,7 +413,7 @@ class _Logging:
             result = p._refuse(self.batch_id, grpc.StatusCode.INTERNAL, f"internal error: {exc}")
         finally:
             if self.budget is not None:
-                p._give(*self.budget)
+                p.budget.give(*self.budget)
         self.done(result)
 
     def finish(self):

@@ -2762,8 +2762,9 @@ cdef uint32_t checksum(const unsigned char* head, const unsigned char* payload, 
 
 
 def crc32(data, uint32_t value=0):
-    """zlib.crc32, computed as the log's checksums are (for the tests and the benchmarks)."""
-    cdef const unsigned char[:] view = data
+    """zlib.crc32 of a contiguous buffer, computed as the log's checksums are (the log checks
+    the records it reads back with it)."""
+    cdef const unsigned char[::1] view = data
     if view.shape[0] == 0:
         return value
     return crc32_bytes(value, &view[0], view.shape[0])

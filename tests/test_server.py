@@ -395,6 +395,7 @@ def test_dedup_window_by_count_and_age():
     assert d.hold_if_new(8, ["y"])
     d.commit(8, ["y"], now=11.5)  # everything from before t=1.5 has aged out
     assert len(d) == 1 and not d.seen(8, "b") and not d.seen(9, "f") and d.seen(8, "y")
+    d.hold(10, [])  # every event of the batch filtered: nothing to hold
     assert set(d._seen) == {8}  # no empty set stays behind for a project
 
 
