@@ -292,8 +292,7 @@ class Service:
         deadline = time.monotonic() + self.config.drain_seconds
         for d in self.deliveries:
             await d.drain(max(0.0, deadline - time.monotonic()))
-        for d in self.deliveries:
-            await d.stop()
+        await asyncio.gather(*(d.stop() for d in self.deliveries))  # each lets its sink finish
         if self._retention is not None:
             self._retention.cancel()
         await self.log.close()
