@@ -42,6 +42,29 @@ def decode(data, format="json", received_time=0) -> Decoded:
     return normalize(doc, received_time)
 
 
+def read_request(data) -> tuple:
+    """A serialized IngestRequest, read in place: (batch_id, format, batch, project_id), where
+    `batch` is a memoryview of the batch's bytes inside `data` (format and batch are None when
+    the request holds no batch). Raises ValueError when the bytes are not an IngestRequest."""
+    view = memoryview(data)
+    batch_id, batch, fmt, project = "", None, None, 0
+    try:
+        for number, wire_type, value in _fields(view, 0, len(view)):
+            if wire_type == wire.LEN:  # a field of another wire type than its own is unknown
+                if number == wire.REQUEST_BATCH_ID:  # a string: each one set must be UTF-8
+                    batch_id = str(view[value[0] : value[1]], "utf-8")
+                elif number in (wire.REQUEST_JSON, wire.REQUEST_PROTOBUF):  # the last one set wins
+                    fmt = "json" if number == wire.REQUEST_JSON else "protobuf"
+                    batch = view[value[0] : value[1]]
+            elif wire_type == wire.VARINT and number == wire.REQUEST_PROJECT_ID:
+                project = value - (1 << 64) if value >> 63 else value
+    except BatchError as exc:
+        raise ValueError(f"not an IngestRequest: {exc.message}") from None
+    except UnicodeDecodeError:
+        raise ValueError("not an IngestRequest: batch_id is not UTF-8") from None
+    return batch_id, fmt, batch, project
+
+
 class _Key(msgspec.Struct, gc=False):
     event_id: str
     action: str

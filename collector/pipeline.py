@@ -210,7 +210,7 @@ class Pipeline:
                                retry_after_ms=retry_after_ms, status=_STATUS[status])
         return Refused(status, reply)
 
-    async def ingest(self, request: pb.IngestRequest, allowed, key: str | None) -> pb.IngestReply:
+    async def ingest(self, request: tuple, allowed, key: str | None) -> pb.IngestReply:
         """The reply to one batch; raises Refused when the whole batch is refused."""
         result = self.submit(request, allowed, key)
         if isinstance(result, asyncio.Future):
@@ -219,8 +219,9 @@ class Pipeline:
             raise result
         return result
 
-    def submit(self, request: pb.IngestRequest, allowed, key: str | None, done=None):
-        """Work on one batch up to the log, without waiting for the log: the result is the
+    def submit(self, request: tuple, allowed, key: str | None, done=None):
+        """Work on one batch up to the log, without waiting for the log. The request is
+        (batch_id, format, batch, project_id) as `read_request` gives it. The result is the
         reply, or Refused when the whole batch is refused. It is returned when it is known at
         once (a refusal, a resend); otherwise the batch is in the log's queue, and `done(result)`
         is called once it is fsynced (or the log failed), or, without `done`, a future gives it.
@@ -228,15 +229,12 @@ class Pipeline:
         This runs the CPU work (admission, decode, rules, dedup) at once and leaves only the
         fsync to wait for, so a stream can have many batches in the log's queue without a task
         for each."""
-        batch_id = request.batch_id
+        batch_id, which, data, project = request
         cached = self._replies.get((key, batch_id)) if batch_id else None
         if cached is not None:  # a resend of a batch already logged: the same answer
             return cached
-        which = request.WhichOneof("batch")
         if which is None:
             return self._refuse(batch_id, grpc.StatusCode.INVALID_ARGUMENT, "no batch in the request")
-        data = request.json if which == "json" else request.protobuf
-        project = request.project_id
         if allowed is not None and project and project not in allowed:
             return self._refuse(batch_id, grpc.StatusCode.PERMISSION_DENIED,
                                 f"this API key may not send to project {project}")
@@ -265,7 +263,7 @@ class Pipeline:
         work.done = done
         return None
 
-    def _work(self, batch_id, data: bytes, fmt: str, allowed, key):
+    def _work(self, batch_id, data, fmt: str, allowed, key):
         """Decode, rules, dedup, and the records queued in the log: a _Logging, or the result
         (Refused) when there is nothing to wait for."""
         received = time.time_ns() // 1_000_000
@@ -434,7 +432,7 @@ class _Logging:
         return reply
 
 
-def _raw_events(data: bytes, fmt: str, rejected: list):
+def _raw_events(data, fmt: str, rejected: list):
     """The raw text of each rejected event (by index, JSON), or None where it cannot be had."""
     if fmt == "json":
         try:
@@ -445,7 +443,7 @@ def _raw_events(data: bytes, fmt: str, rejected: list):
     return [None] * len(rejected)
 
 
-def _dead_record(batch_id, index, reason, data: bytes, fmt: str, detail: str = "", raw=None) -> bytes:
+def _dead_record(batch_id, index, reason, data, fmt: str, detail: str = "", raw=None) -> bytes:
     """One dead-letter line: what was refused, why, and the bytes to look at."""
     rec = {"batch_id": batch_id, "index": index, "reason": reason, "detail": detail,
            "received_time": time.time_ns() // 1_000_000}
@@ -453,7 +451,7 @@ def _dead_record(batch_id, index, reason, data: bytes, fmt: str, detail: str = "
         rec["raw"] = raw
     elif fmt == "json":
         try:
-            rec["raw"] = data.decode("utf-8")
+            rec["raw"] = str(data, "utf-8")
         except UnicodeDecodeError:
             rec["raw"], rec["raw_encoding"] = base64.b64encode(data).decode(), "base64"
     else:

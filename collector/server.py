@@ -18,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from . import convert, sinks
+from .decode import read_request
 from .delivery import Delivery
 from .event import NormalizedEvent
 from .log import EVENTS, Log
@@ -55,6 +56,18 @@ async def _open_stream(service: "Service", context):
         await context.abort(exc.status, exc.reply.detail)
 
 
+def _add_collector(servicer, server) -> None:
+    """The Collector service, its requests handed over as bytes: `read_request` reads them in
+    place (the batch is a view into the request, not a copy; no message object is made)."""
+    reply = pb.IngestReply.SerializeToString
+    handlers = {
+        "Ingest": grpc.unary_unary_rpc_method_handler(servicer.Ingest, response_serializer=reply),
+        "IngestStream": grpc.stream_stream_rpc_method_handler(servicer.IngestStream,
+                                                              response_serializer=reply),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICES[0], handlers),))
+
+
 class _Streams:
     """Counts open streaming calls against the limit."""
 
@@ -77,14 +90,18 @@ class CollectorServicer(pb_grpc.CollectorServicer):
     def __init__(self, service: "Service"):
         self.service = service
 
-    async def Ingest(self, request, context):
+    async def Ingest(self, raw: bytes, context):
         pipeline = self.service.pipeline
         key = _api_key(context)
+        try:
+            request = read_request(raw)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
             allowed = pipeline.projects_for(key)
             return await pipeline.ingest(request, allowed, key)
         except Refused as exc:
-            exc.reply.batch_id = request.batch_id
+            exc.reply.batch_id = request[0]
             context.set_trailing_metadata((("collector-reply-bin", exc.reply.SerializeToString()),))
             detail = f"{exc.reply.batch_error}: {exc.reply.detail}" if exc.reply.batch_error else exc.reply.detail
             if exc.reply.retry_after_ms:
@@ -102,7 +119,8 @@ class CollectorServicer(pb_grpc.CollectorServicer):
             pipeline = service.pipeline
             replies: asyncio.Queue = asyncio.Queue()
             window = asyncio.Semaphore(STREAM_WINDOW)
-            state = {"open": 0, "read": False}  # batches waiting for the log; reading finished
+            state = {"open": 0, "read": False, "error": ""}  # batches waiting for the log; reading
+            # finished; why the stream ends (a request that is not an IngestRequest)
 
             def answer(batch_id: str, result) -> None:
                 if isinstance(result, Refused):  # answers this batch; the stream stays open
@@ -119,9 +137,14 @@ class CollectorServicer(pb_grpc.CollectorServicer):
 
             async def read():
                 try:
-                    async for request in request_iterator:
+                    async for raw in request_iterator:
+                        try:
+                            request = read_request(raw)
+                        except ValueError as exc:  # the batches before it are answered first
+                            state["error"] = str(exc)
+                            break
                         await window.acquire()
-                        batch_id = request.batch_id
+                        batch_id = request[0]
                         try:
                             result = pipeline.submit(request, allowed, key,
                                                      lambda r, b=batch_id: logged(b, r))
@@ -144,6 +167,8 @@ class CollectorServicer(pb_grpc.CollectorServicer):
                     yield reply
             finally:
                 reader.cancel()
+            if state["error"]:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, state["error"])
 
 
 class EventsServicer(pb_grpc.EventsServicer):
@@ -244,7 +269,7 @@ class Service:
             ("grpc.so_reuseport", 0),
         ]
         self.server = grpc.aio.server(options=options, maximum_concurrent_rpcs=cfg.limits.max_concurrent_rpcs)
-        pb_grpc.add_CollectorServicer_to_server(CollectorServicer(self), self.server)
+        _add_collector(CollectorServicer(self), self.server)
         pb_grpc.add_EventsServicer_to_server(EventsServicer(self), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

@@ -5,7 +5,7 @@ batch reads into the same document shape as a JSON one. Both decoders use these 
 """
 
 from .spec import ACTIONS
-from .v1 import batch_pb2
+from .v1 import batch_pb2, collector_pb2
 
 # Wire types.
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
@@ -56,4 +56,10 @@ VALUE_NULL, VALUE_BOOL, VALUE_INT, VALUE_DOUBLE, VALUE_STRING, VALUE_ARRAY, VALU
         "array_value",
         "object_value",
     )
+)
+
+# IngestRequest's fields, by number: both `read_request` twins read the envelope with these.
+REQUEST_BATCH_ID, REQUEST_JSON, REQUEST_PROTOBUF, REQUEST_PROJECT_ID = (
+    collector_pb2.IngestRequest.DESCRIPTOR.fields_by_name[name].number
+    for name in ("batch_id", "json", "protobuf", "project_id")
 )

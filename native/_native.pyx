@@ -14,6 +14,7 @@ from libc.stdlib cimport malloc, realloc, free, qsort
 from libc.math cimport isfinite
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.ref cimport PyObject
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 
 import msgspec
@@ -2468,22 +2469,34 @@ cdef int put_header_parts(Parser* p, Slot* hd, int64_t received, Buf* who, Buf* 
 
 
 def decode(data, str format, int64_t received_time):
-    """Decode one batch; see `collector.decode`."""
+    """Decode one batch; see `collector.decode`. A contiguous buffer (bytes, a memoryview of
+    a request) is read in place; anything else is copied to bytes first."""
+    cdef Py_buffer view
+    try:
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    except (TypeError, BufferError):
+        PyObject_GetBuffer(bytes(data), &view, PyBUF_SIMPLE)
+    try:
+        return _decode(<cstr>view.buf, view.len, format, received_time)
+    finally:
+        PyBuffer_Release(&view)
+
+
+cdef _decode(cstr s, Py_ssize_t n, str format, int64_t received_time):
     cdef Parser p
     cdef Out o
     cdef Slot header[MAX_SLOTS]
     cdef int code
     cdef Py_ssize_t i
-    cdef bytes raw = data if type(data) is bytes else bytes(data)
     cdef int not_object = 0
 
-    if PyBytes_GET_SIZE(raw) >= 0x7FFFFFFF:
+    if n >= 0x7FFFFFFF:
         raise ValueError("a batch must be smaller than 2 GiB")
     memset(&p, 0, sizeof(Parser))
     memset(&o, 0, sizeof(Out))
     memset(header, 0, sizeof(header))
-    p.s = <cstr>PyBytes_AS_STRING(raw)
-    p.n = PyBytes_GET_SIZE(raw)
+    p.s = s
+    p.n = n
     p.header = header
     p.out = &o
     p.app_at = -1
@@ -2581,6 +2594,47 @@ def event_ids(bytes jsonl):
     """The event_id of each line, as `event_keys` reads it; the twin of `_pure.event_ids`."""
     ids = _keys(jsonl, False)
     return _pure.event_ids(jsonl) if ids is None else ids
+
+
+def read_request(data):
+    """A serialized IngestRequest, read in place: (batch_id, format, batch, project_id), where
+    `batch` is a memoryview of the batch's bytes inside `data` (format and batch are None when
+    the request holds no batch). Raises ValueError when the bytes are not an IngestRequest.
+    The twin of `_pure.read_request`."""
+    cdef Py_buffer view
+    cdef Parser p
+    cdef uint64_t number, value
+    cdef int wtype, which = 0
+    cdef Py_ssize_t vs, ve, bs = 0, be = 0, ids = 0, ide = 0
+    cdef int64_t project = 0
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        memset(&p, 0, sizeof(Parser))
+        p.s = <cstr>view.buf
+        p.n = view.len
+        while p.pos < p.n:
+            if read_field(&p, p.n, &number, &wtype, &value, &vs, &ve) < 0:
+                raise ValueError(f"not an IngestRequest: {p.err_msg.decode()} at byte {p.err_pos}")
+            if wtype == 2:      # a field of another wire type than its own is an unknown field
+                if number == RQ_BATCH_ID:     # a string: each one set must be UTF-8
+                    if check_utf8(&p, vs, ve) < 0:
+                        raise ValueError("not an IngestRequest: batch_id is not UTF-8")
+                    ids, ide = vs, ve
+                elif number == RQ_JSON or number == RQ_PROTOBUF:    # the oneof: the last one set wins
+                    which, bs, be = (1 if number == RQ_JSON else 2), vs, ve
+            elif wtype == 0 and number == RQ_PROJECT_ID:
+                project = <int64_t>value
+        batch_id = PyUnicode_DecodeUTF8(<const char*>p.s + ids, ide - ids, NULL)
+    finally:
+        PyBuffer_Release(&view)
+    if not which:
+        return batch_id, None, None, project
+    return batch_id, _REQUEST_FORMATS[which], memoryview(data)[bs:be], project
+
+
+_REQUEST_FORMATS = (None, "json", "protobuf")
+cdef uint64_t RQ_BATCH_ID = wire.REQUEST_BATCH_ID, RQ_JSON = wire.REQUEST_JSON
+cdef uint64_t RQ_PROTOBUF = wire.REQUEST_PROTOBUF, RQ_PROJECT_ID = wire.REQUEST_PROJECT_ID
 
 
 cdef list _keys(bytes jsonl, bint actions):

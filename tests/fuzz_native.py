@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Fuzz the native decoder (`collector._native`): any bytes, both formats.
+"""Fuzz the native decoder (`collector._native`): any bytes, both formats (and the same bytes
+as a gRPC request envelope, for `read_request`).
 
 An input's first byte chooses the format (even: "json", odd: "protobuf"), the rest is the batch.
 For each input the native decoder must either return a `Decoded` whose `.to_jsonl()` and
@@ -160,6 +161,17 @@ def TestOneInput(data: bytes) -> None:
     # the log's checksum (folded where the CPU allows) reads only its input, and is zlib's
     if _native.crc32(data, len(data)) != zlib.crc32(data, len(data)):
         raise Disagreement(f"crc32 of {data!r}")
+    # the request envelope is read in place: a request or ValueError, as the pure twin reads it
+    if request_outcome(_native, data) != request_outcome(_pure, data):
+        raise Disagreement(f"read_request of {data!r}")
+
+
+def request_outcome(impl, data: bytes):
+    try:
+        batch_id, fmt, batch, project = impl.read_request(data)
+    except ValueError:
+        return None
+    return batch_id, fmt, None if batch is None else bytes(batch), project
 
 
 # ----------------------------------------------------------------------------------- seeds
@@ -392,6 +404,8 @@ def run(seconds: float = 0, count: int = 0, seed: int = 1, corpus=(HERE / "fuzz_
 
     def one(batch, fmt):
         outcome = check(batch, fmt, compare)
+        if request_outcome(_native, batch) != request_outcome(_pure, batch):
+            raise Disagreement(f"read_request of {batch!r}")
         stats[outcome[0]] = stats.get(outcome[0], 0) + 1
         if outcome[0] == "ok" and outcome[2]:
             stats["rejected"] = stats.get("rejected", 0) + 1

@@ -132,6 +132,42 @@ def test_batch_errors_unary_and_stream(tmp_path):
     run(main())
 
 
+def test_bytes_that_are_not_a_request_are_invalid_argument(tmp_path):
+    """A request the server cannot read as an IngestRequest: INVALID_ARGUMENT saying why; on a
+    stream, the batches before it are answered first."""
+    bad = b"\x12\x50{}"  # the json field says 80 bytes, 2 follow
+
+    async def main():
+        async with Running(tmp_path) as srv:
+            async with grpc.aio.insecure_channel(srv.target) as channel:
+                unary = channel.unary_unary("/collector.v1.Collector/Ingest",
+                                            response_deserializer=pb.IngestReply.FromString)
+                with pytest.raises(grpc.aio.AioRpcError) as exc:
+                    await unary(bad)
+                assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert "not an IngestRequest" in exc.value.details()
+
+                stream = channel.stream_stream("/collector.v1.Collector/IngestStream",
+                                               response_deserializer=pb.IngestReply.FromString)
+                good = Client.request(batch(), batch_id="good").SerializeToString()
+                call = stream(iter([good, bad]))
+                replies = [r async for r in _until_status(call)]
+                assert [(r.batch_id, r.accepted) for r in replies] == [("good", 3)]
+                assert await call.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert "length past the end" in await call.details()
+            assert len(await srv.delivered(3)) == 3
+
+    run(main())
+
+
+async def _until_status(call):
+    try:
+        async for reply in call:
+            yield reply
+    except grpc.aio.AioRpcError:
+        return
+
+
 def test_auth(tmp_path):
     async def main():
         async with Running(tmp_path, api_keys={"k8": [8], "k9": [9]}) as srv:
