@@ -42,6 +42,13 @@ def decode(data, format="json", received_time=0) -> Decoded:
     return normalize(doc, received_time)
 
 
+def decoded_ids(decoded: Decoded) -> list[str]:
+    """The event_id of each event of a Decoded, in order: all dedup needs."""
+    if type(decoded._ids) is not list:
+        decoded._ids = [ev.event_id for ev in decoded.events]
+    return decoded._ids
+
+
 def read_request(data) -> tuple:
     """A serialized IngestRequest, read in place: (batch_id, format, batch, project_id), where
     `batch` is a memoryview of the batch's bytes inside `data` (format and batch are None when

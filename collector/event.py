@@ -62,7 +62,7 @@ class Decoded:
     built on first access (the native one does); the pure decoder hands over the objects.
     """
 
-    __slots__ = ("_events", "_jsonl", "rejected", "project_id")
+    __slots__ = ("_events", "_jsonl", "_ids", "rejected", "project_id")
 
     def __init__(
         self,
@@ -76,6 +76,7 @@ class Decoded:
         self.project_id = project_id  # the batch's `pid`
         self._events = events
         self._jsonl = jsonl
+        self._ids = None  # the event ids once asked for (`decode.decoded_ids`), or where they are
 
     @property
     def events(self) -> list[NormalizedEvent]:

@@ -15,7 +15,7 @@ import time
 import grpc
 import msgspec
 
-from .decode import decode as _decode_batch, event_ids, event_keys
+from .decode import decode as _decode_batch, decoded_ids, event_keys
 from .errors import BatchError
 from .log import DEAD, EVENTS, Log, LogFull
 from .v1 import collector_pb2 as pb
@@ -289,7 +289,7 @@ class Pipeline:
 
         results = [pb.EventResult(index=i, code=code) for i, code in decoded.rejected]
         filtered = duplicate = 0
-        ids = None if self.rules.any_for(project) else event_ids(jsonl)
+        ids = None if self.rules.any_for(project) else decoded_ids(decoded)
         if ids is not None and self.dedup.hold_if_new(project, ids):
             kept = held = ids  # the usual case: nothing filtered, no duplicates; every event is kept
             lines = len(ids)

@@ -113,6 +113,8 @@ def native_outcome(batch: bytes, fmt: str):
     lines = jsonl.splitlines()
     if len(events) != len(lines) or (jsonl and not jsonl.endswith(b"\n")):
         raise Disagreement(f"{len(events)} events from {len(lines)} lines of JSON Lines")
+    if _native.decoded_ids(d) != [ev.event_id for ev in events]:  # noted as they were written
+        raise Disagreement(f"decoded_ids {_native.decoded_ids(d)!r}")
     return ("ok", [json.loads(line) for line in lines], [(i, r) for i, r in d.rejected], d.project_id)
 
 

@@ -99,10 +99,37 @@ def test_event_keys_twins_agree(impl, jsonl):
 
 def test_event_keys_of_decoded_batches(impl):
     for batch in make_batches(20, 50, seed=3):
-        jsonl = impl.decode(batch, "json", 1765000000000).to_jsonl()
+        decoded = impl.decode(batch, "json", 1765000000000)
+        jsonl = decoded.to_jsonl()
         assert impl.event_keys(jsonl) == [(e["event_id"], e["action"])
                                           for e in map(json.loads, jsonl.splitlines())]
         assert impl.event_ids(jsonl) == [k for k, _ in impl.event_keys(jsonl)]
+        assert impl.decoded_ids(decoded) == impl.event_ids(jsonl)
+
+
+@SETTINGS
+@given(st.data())
+def test_decoded_ids_are_the_lines_ids(data):
+    """The ids the native decoder notes as it writes (escapes and all), in both formats, are
+    the event_id of each line it wrote, and the pure twin's."""
+    text = data.draw(mutated(data.draw(json_text(data.draw(BATCH)))))
+    for fmt, batch in (("json", text), ("protobuf", _as_protobuf(text))):
+        if batch is None:
+            continue
+        try:
+            decoded = _native.decode(batch, fmt, 1)
+        except collector.BatchError:
+            continue
+        expected = [json.loads(line)["event_id"] for line in decoded.to_jsonl().splitlines()]
+        assert _native.decoded_ids(decoded) == expected
+        assert _pure.decoded_ids(_pure.decode(batch, fmt, 1)) == expected
+
+
+def _as_protobuf(text: bytes):
+    try:
+        return collector.json_to_protobuf(text)
+    except ValueError:
+        return None
 
 
 _LINE_START = st.sampled_from([b'{"event_id":"', b'","action":"', b"\\", b'"', b"\n", b"x", b"\xc3\xa9"])
