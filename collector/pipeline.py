@@ -210,13 +210,14 @@ class Pipeline:
                                retry_after_ms=retry_after_ms, status=_STATUS[status])
         return Refused(status, reply)
 
-    async def ingest(self, request: tuple, allowed, key: str | None) -> pb.IngestReply:
-        """The reply to one batch; raises Refused when the whole batch is refused."""
+    async def ingest(self, request: tuple, allowed, key: str | None):
+        """The reply to one batch, or (status, reply) when the whole batch is refused (returned,
+        not raised: a raised refusal would keep the caller's frame in a reference cycle)."""
         result = self.submit(request, allowed, key)
         if isinstance(result, asyncio.Future):
             result = await result
         if isinstance(result, Refused):
-            raise result
+            return result.status, result.reply
         return result
 
     def submit(self, request: tuple, allowed, key: str | None, done=None):

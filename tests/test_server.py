@@ -360,6 +360,49 @@ def test_overload_is_refused_with_retry_after(tmp_path):
     run(main())
 
 
+def test_a_refused_call_leaves_no_cycle_holding_its_request(tmp_path):
+    """Refusals (load, a batch error, a bad key, bytes that are not a request) drop the request
+    at once: nothing of it waits in a reference cycle for the garbage collector, which a flood
+    of refused calls would otherwise fill memory with."""
+    import gc
+    import types
+
+    big = batch(n=600, prefix="big-")
+    assert len(big) > 50_000
+
+    def held(objects):
+        return [o for o in objects if isinstance(o, types.FrameType) and any(
+            isinstance(v, (bytes, memoryview)) and len(v) >= len(big) for v in o.f_locals.values())]
+
+    async def main():
+        limits = {"inflight_bytes_per_project": 40_000}  # a request naming project 8: over it
+        async with Running(tmp_path, limits=limits, api_keys={"k": [8]}) as srv:
+            async with grpc.aio.insecure_channel(srv.target) as channel:
+                unary = channel.unary_unary("/collector.v1.Collector/Ingest",
+                                            response_deserializer=pb.IngestReply.FromString)
+                auth = (("authorization", "Bearer k"),)
+                calls = [(Client.request(big, project_id=8).SerializeToString(), auth),  # for load
+                         (Client.request(big[:-5]).SerializeToString(), auth),  # malformed_json
+                         (Client.request(big).SerializeToString(), (("authorization", "Bearer x"),)),
+                         (b"\x12\xff\xff\x07" + big, auth)]  # not a request
+                gc.collect()
+                gc.disable()
+                gc.set_debug(gc.DEBUG_SAVEALL)
+                try:
+                    for raw, metadata in calls:
+                        with pytest.raises(grpc.aio.AioRpcError):
+                            await unary(raw, metadata=metadata)
+                    gc.collect()
+                    leftovers = held(gc.garbage)
+                finally:
+                    gc.set_debug(0)
+                    gc.garbage.clear()
+                    gc.enable()
+                assert leftovers == []
+
+    run(main())
+
+
 def test_health_and_reflection(tmp_path):
     async def main():
         srv = Running(tmp_path)
