@@ -16,7 +16,7 @@ import msgspec
 
 from . import spec, wire
 from .errors import BatchError
-from .event import App, Decoded, Device, NormalizedEvent
+from .event import App, Decoded, Device, NormalizedEvent, encode_lines
 from .spec import BOOL, EVENTS, INT, NUMBER, OBJECT, PARAMS, STRING
 
 # float_hook keeps a number too large for a double as inf (refused where it is read) instead of
@@ -28,18 +28,19 @@ _CONTAINERS = frozenset((dict, list))
 _BYTE_AT = re.compile(r"\(byte (\d+)\)")
 
 
-def decode(data, format="json", received_time=0) -> Decoded:
+def decode(data, format="json", received_time=0, max_output=0) -> Decoded:
     if format == "json":
         data = bytes(data)
-        fast = _fast(data, received_time)
-        if fast is not None:
-            return fast
-        doc = parse_json(data)
+        decoded = _fast(data, received_time)
+        if decoded is None:
+            decoded = normalize(parse_json(data), received_time)
     elif format == "protobuf":
-        doc = parse_protobuf(bytes(data))
+        decoded = normalize(parse_protobuf(bytes(data)), received_time)
     else:
         raise ValueError(f"unknown format {format!r}: use 'json' or 'protobuf'")
-    return normalize(doc, received_time)
+    if max_output:  # the events share the header's values until they are written out
+        decoded._jsonl = encode_lines(decoded.events, max_output)
+    return decoded
 
 
 def decoded_ids(decoded: Decoded) -> list[str]:
@@ -53,7 +54,7 @@ def read_request(data) -> tuple:
     """A serialized IngestRequest, read in place: (batch_id, format, batch, project_id), where
     `batch` is a memoryview of the batch's bytes inside `data` (format and batch are None when
     the request holds no batch). Raises ValueError when the bytes are not an IngestRequest."""
-    view = memoryview(data)
+    view = memoryview(data if type(data) is bytes else bytes(data))
     batch_id, batch, fmt, project = "", None, None, 0
     try:
         for number, wire_type, value in _fields(view, 0, len(view)):

@@ -18,13 +18,16 @@ import msgspec
 class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_message_bytes: int = 4 << 20  # the gRPC message size limit
     max_events_per_batch: int = 1000  # SPEC
-    inflight_bytes: int = 64 << 20  # batches being worked on, all projects together
+    # batches being worked on (their bytes, then their normalised events), all projects together
+    inflight_bytes: int = 64 << 20
     inflight_bytes_per_project: int = 16 << 20
     max_streams: int = 256  # concurrent IngestStream and Subscribe calls
     # calls of any kind at once; past it gRPC itself answers RESOURCE_EXHAUSTED before reading
     # the message. With max_message_bytes, this bounds the memory that requests can take.
     max_concurrent_rpcs: int = 512
     retry_after_ms: int = 200  # what a client refused for load is told to wait
+    # one batch's normalised events (each repeats the header): past it, INVALID_ARGUMENT
+    max_batch_output_bytes: int = 32 << 20
 
 
 class Log(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

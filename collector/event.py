@@ -4,6 +4,8 @@ from typing import Any
 
 import msgspec
 
+from .errors import TooLarge
+
 
 # gc=False: an event holds only JSON values, so it can be in no reference cycle; not tracking the
 # many events a batch makes keeps the garbage collector from running over them.
@@ -55,6 +57,17 @@ _events_decoder = msgspec.json.Decoder(list[NormalizedEvent])
 _encoder = msgspec.json.Encoder()
 
 
+def encode_lines(events, limit: int = 0) -> bytes:
+    """The events as JSON Lines; with a limit, TooLarge as soon as they pass it."""
+    buf = bytearray()
+    for ev in events:
+        _encoder.encode_into(ev, buf, -1)
+        buf += b"\n"
+        if limit and len(buf) > limit:
+            raise TooLarge(limit)
+    return bytes(buf)
+
+
 class Decoded:
     """The accepted events of one batch and the rejected ones.
 
@@ -89,11 +102,7 @@ class Decoded:
     def to_jsonl(self) -> bytes:
         """Each event as its SPEC JSON object, one per line, UTF-8."""
         if self._jsonl is None:
-            buf = bytearray()
-            for ev in self._events:
-                _encoder.encode_into(ev, buf, -1)
-                buf += b"\n"
-            self._jsonl = bytes(buf)
+            self._jsonl = encode_lines(self._events)
         return self._jsonl
 
     def __len__(self) -> int:

@@ -16,7 +16,7 @@ import grpc
 import msgspec
 
 from .decode import decode as _decode_batch, decoded_ids, event_keys
-from .errors import BatchError
+from .errors import BatchError, TooLarge
 from .log import DEAD, EVENTS, Log, LogFull
 from .v1 import collector_pb2 as pb
 
@@ -158,6 +158,10 @@ class Budget:
             self._by_project[project] += size
         return True
 
+    def most(self, project: int) -> int:
+        """The most bytes one batch can ever take."""
+        return min(self.total, self.per_project) if project else self.total
+
     def give(self, size: int, project: int) -> None:
         self.used -= size
         if project:
@@ -210,6 +214,10 @@ class Pipeline:
                                retry_after_ms=retry_after_ms, status=_STATUS[status])
         return Refused(status, reply)
 
+    def not_a_request(self, detail: str) -> pb.IngestReply:
+        """The reply to bytes that are not an IngestRequest (counted as a refused batch)."""
+        return self._refuse("", grpc.StatusCode.INVALID_ARGUMENT, detail).reply
+
     async def ingest(self, request: tuple, allowed, key: str | None):
         """The reply to one batch, or (status, reply) when the whole batch is refused (returned,
         not raised: a raised refusal would keep the caller's frame in a reference cycle)."""
@@ -249,14 +257,14 @@ class Pipeline:
             return self._refuse(batch_id, grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 "too many bytes in flight; slow down", limits.retry_after_ms)
         try:
-            work = self._work(batch_id, data, which, allowed, key)
+            work = self._work(batch_id, data, which, allowed, key, project)
         except BaseException:
             self.budget.give(size, project)
             raise
         if not isinstance(work, _Logging):  # answered without the log
             self.budget.give(size, project)
             return work
-        work.budget = (size, project)
+        work.budget = (size + work.output, project)
         if done is None:  # the caller awaits; it may give up (a cancelled call), the work goes on
             fut = asyncio.get_running_loop().create_future()
             work.done = lambda result: fut.done() or fut.set_result(result)
@@ -264,13 +272,22 @@ class Pipeline:
         work.done = done
         return None
 
-    def _work(self, batch_id, data, fmt: str, allowed, key):
+    def _work(self, batch_id, data, fmt: str, allowed, key, budget_project: int):
         """Decode, rules, dedup, and the records queued in the log: a _Logging, or the result
-        (Refused) when there is nothing to wait for."""
+        (Refused) when there is nothing to wait for. The normalised events count against the
+        bytes in flight too (`budget_project` is the project the batch's bytes were taken for):
+        each event repeats the header, so they can be many times the batch."""
         received = time.time_ns() // 1_000_000
         started = time.perf_counter()
+        limits = self.config.limits
+        # the most its events may take: past it the batch could never be admitted
+        cap = max(1, min(limits.max_batch_output_bytes, self.budget.most(budget_project) - len(data)))
         try:
-            decoded = _decode_batch(data, format=fmt, received_time=received)
+            decoded = _decode_batch(data, format=fmt, received_time=received, max_output=cap)
+        except TooLarge as exc:  # a limit of ours, not a fault of the batch: not dead-lettered
+            return self._refuse(batch_id, grpc.StatusCode.INVALID_ARGUMENT,
+                                f"{exc}, more than one batch may take (limits.max_batch_output_bytes"
+                                " and inflight_bytes): send fewer events per batch, or shorter values")
         except BatchError as exc:
             self.metrics.batches.inc(("batch_error", exc.code))
             record = _dead_record(batch_id, None, exc.code, data, fmt, exc.message)
@@ -287,7 +304,24 @@ class Pipeline:
         if allowed is not None and project not in allowed:
             return self._refuse(batch_id, grpc.StatusCode.PERMISSION_DENIED,
                                 f"this API key may not send to project {project}")
+        output = len(jsonl)
+        if not self.budget.take(output, budget_project):
+            return self._refuse(batch_id, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                "too many bytes in flight; slow down", limits.retry_after_ms)
+        try:
+            work = self._keep(batch_id, key, data, fmt, decoded, jsonl, received)
+        except BaseException:
+            self.budget.give(output, budget_project)
+            raise
+        if isinstance(work, _Logging):
+            work.output = output
+        else:
+            self.budget.give(output, budget_project)
+        return work
 
+    def _keep(self, batch_id, key, data, fmt, decoded, jsonl, received):
+        """Rules and dedup on the decoded batch, then its records queued in the log."""
+        project = decoded.project_id
         results = [pb.EventResult(index=i, code=code) for i, code in decoded.rejected]
         filtered = duplicate = 0
         ids = None if self.rules.any_for(project) else decoded_ids(decoded)
@@ -377,7 +411,7 @@ class _Logging:
     """One batch whose records are in the log's queue: what to do once they are fsynced."""
 
     __slots__ = ("pipeline", "batch_id", "key", "reply", "project", "held", "rejected",
-                 "batch_error", "budget", "done")
+                 "batch_error", "budget", "output", "done")
 
     def __init__(self, pipeline, batch_id, key, reply, *, project=0, held=(), rejected=(),
                  batch_error=False):
@@ -390,6 +424,7 @@ class _Logging:
         self.rejected = rejected
         self.batch_error = batch_error
         self.budget = None
+        self.output = 0  # bytes of normalised events counted in flight
         self.done = None
 
     def logged(self, positions, exc) -> None:

@@ -97,24 +97,24 @@ class CollectorServicer(pb_grpc.CollectorServicer):
         pipeline = self.service.pipeline
         key = _api_key(context)
         request = None
-        try:
+        try:  # the key first: a caller without one learns nothing else
+            allowed = pipeline.projects_for(key)
             request = read_request(raw)
+        except Refused as exc:
+            result = exc.status, exc.reply
         except ValueError as exc:
-            status, detail = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+            result = grpc.StatusCode.INVALID_ARGUMENT, pipeline.not_a_request(str(exc))
         else:
-            try:
-                result = await pipeline.ingest(request, pipeline.projects_for(key), key)
-            except Refused as exc:  # not a key for this service
-                result = exc.status, exc.reply
+            result = await pipeline.ingest(request, allowed, key)
             if isinstance(result, pb.IngestReply):
                 return result
-            status, reply = result
-            reply.batch_id = request[0]
-            context.set_trailing_metadata((("collector-reply-bin", reply.SerializeToString()),))
-            detail = f"{reply.batch_error}: {reply.detail}" if reply.batch_error else reply.detail
-            if reply.retry_after_ms:
-                detail += f" (retry after {reply.retry_after_ms} ms)"
-        raw = request = None  # noqa: F841 - nothing of the request stays alive in the abort's traceback
+        status, reply = result
+        reply.batch_id = request[0] if request is not None else ""
+        context.set_trailing_metadata((("collector-reply-bin", reply.SerializeToString()),))
+        detail = f"{reply.batch_error}: {reply.detail}" if reply.batch_error else reply.detail
+        if reply.retry_after_ms:
+            detail += f" (retry after {reply.retry_after_ms} ms)"
+        raw = request = result = None  # noqa: F841 - the abort's traceback holds none of the request
         await context.abort(status, detail)
 
     async def IngestStream(self, request_iterator, context):
@@ -150,7 +150,7 @@ class CollectorServicer(pb_grpc.CollectorServicer):
                         try:
                             request = read_request(raw)
                         except ValueError as exc:  # the batches before it are answered first
-                            state["error"] = str(exc)
+                            state["error"] = pipeline.not_a_request(str(exc)).detail
                             break
                         await window.acquire()
                         batch_id = request[0]
@@ -165,6 +165,7 @@ class CollectorServicer(pb_grpc.CollectorServicer):
                             state["open"] += 1
                         else:
                             answer(batch_id, result)
+                        raw = request = None  # an idle stream pins no request
                 finally:
                     state["read"] = True
                     if not state["open"]:

@@ -20,7 +20,7 @@ from cpython.unicode cimport PyUnicode_DecodeUTF8
 import msgspec
 
 from collector import spec, wire, _pure
-from collector.errors import BatchError
+from collector.errors import BatchError, TooLarge
 from collector.event import Decoded
 
 cdef extern from "Python.h":
@@ -284,7 +284,8 @@ cdef struct Out:
     int16_t* rej_code
     Py_ssize_t nrej
     Py_ssize_t rej_cap
-    int32_t* id_at          # each written event's event_id: start and end of its JSON string
+    Py_ssize_t limit        # the most bytes of events that may be written (0: no limit)
+    Py_ssize_t* id_at       # each written event's event_id: start and end of its JSON string
     Py_ssize_t nids
     Py_ssize_t ids_cap
 
@@ -1381,7 +1382,10 @@ cdef int process_event(Parser* p, Py_ssize_t index, Slot* ev) except -1:
             code = CODE_BAD_PARAMS
     if code >= 0:
         return add_rejection(o, index, code)
-    return put_event(p, &o.events, ev, p.header, &o.who, &o.sent, &o.device, o.received, params)
+    put_event(p, &o.events, ev, p.header, &o.who, &o.sent, &o.device, o.received, params)
+    if o.limit and o.events.n > o.limit:    # stop before the memory is taken
+        raise TooLarge(o.limit)
+    return 0
 
 
 cdef inline uint64_t short_key(Parser* p) noexcept nogil:
@@ -2301,16 +2305,16 @@ cdef int put_pb_object(Parser* p, Buf* b, Py_ssize_t pos, Py_ssize_t end) except
 
 
 cdef int note_id(Out* o, Py_ssize_t start, Py_ssize_t end) except -1:
-    """Where an event's event_id was written (the output is under 2 GiB), for `decoded_ids`."""
+    """Where an event's event_id was written, for `decoded_ids`."""
     cdef void* q
     if o.nids == o.ids_cap:
         o.ids_cap = o.ids_cap * 2 + 64
-        q = realloc(o.id_at, sizeof(int32_t) * 2 * o.ids_cap)
+        q = realloc(o.id_at, sizeof(Py_ssize_t) * 2 * o.ids_cap)
         if q == NULL:
             raise MemoryError()
-        o.id_at = <int32_t*>q
-    o.id_at[2 * o.nids] = <int32_t>start
-    o.id_at[2 * o.nids + 1] = <int32_t>end
+        o.id_at = <Py_ssize_t*>q
+    o.id_at[2 * o.nids] = start
+    o.id_at[2 * o.nids + 1] = end
     o.nids += 1
     return 0
 
@@ -2489,7 +2493,7 @@ cdef int put_header_parts(Parser* p, Slot* hd, int64_t received, Buf* who, Buf* 
 # ---------------------------------------------------------------------------- the entry
 
 
-def decode(data, str format, int64_t received_time):
+def decode(data, str format, int64_t received_time, Py_ssize_t max_output=0):
     """Decode one batch; see `collector.decode`. A contiguous buffer (bytes, a memoryview of
     a request) is read in place; anything else is copied to bytes first."""
     cdef Py_buffer view
@@ -2498,12 +2502,12 @@ def decode(data, str format, int64_t received_time):
     except (TypeError, BufferError):
         PyObject_GetBuffer(bytes(data), &view, PyBUF_SIMPLE)
     try:
-        return _decode(<cstr>view.buf, view.len, format, received_time)
+        return _decode(<cstr>view.buf, view.len, format, received_time, max_output)
     finally:
         PyBuffer_Release(&view)
 
 
-cdef _decode(cstr s, Py_ssize_t n, str format, int64_t received_time):
+cdef _decode(cstr s, Py_ssize_t n, str format, int64_t received_time, Py_ssize_t max_output):
     cdef Parser p
     cdef Out o
     cdef Slot header[MAX_SLOTS]
@@ -2522,6 +2526,7 @@ cdef _decode(cstr s, Py_ssize_t n, str format, int64_t received_time):
     p.out = &o
     p.app_at = -1
     o.received = received_time
+    o.limit = max_output if max_output > 0 else 0
     if format == "json":
         p.proto = 0
     elif format == "protobuf":
@@ -2567,7 +2572,7 @@ cdef _decode(cstr s, Py_ssize_t n, str format, int64_t received_time):
             events_pass(&p, 2)
         _PyBytes_Resize(&o.events.obj, o.events.n)
         jsonl = <bytes>o.events.obj
-        spans = PyBytes_FromStringAndSize(<const char*>o.id_at, sizeof(int32_t) * 2 * o.nids)
+        spans = PyBytes_FromStringAndSize(<const char*>o.id_at, sizeof(Py_ssize_t) * 2 * o.nids)
         rejected = [(o.rej_index[i], CODES[o.rej_code[i]]) for i in range(o.nrej)]
     finally:
         Py_XDECREF(o.events.obj)
@@ -2624,7 +2629,7 @@ def decoded_ids(decoded):
     """The event_id of each event of a Decoded, in order, made from where `decode` wrote them
     (no second reading of the JSON Lines); the twin of `_pure.decoded_ids`."""
     cdef bytes jsonl
-    cdef const int32_t* at
+    cdef const Py_ssize_t* at
     cdef const char* s
     cdef Py_ssize_t i, a, e, n
     spans = decoded._ids
@@ -2635,8 +2640,8 @@ def decoded_ids(decoded):
     else:
         jsonl = decoded._jsonl
         s = PyBytes_AS_STRING(jsonl)
-        at = <const int32_t*>PyBytes_AS_STRING(spans)
-        n = PyBytes_GET_SIZE(spans) // (2 * sizeof(int32_t))
+        at = <const Py_ssize_t*>PyBytes_AS_STRING(spans)
+        n = PyBytes_GET_SIZE(spans) // (2 * sizeof(Py_ssize_t))
         ids = []
         for i in range(n):
             a = at[2 * i] + 1       # inside the quotes
@@ -2660,6 +2665,8 @@ def read_request(data):
     cdef int wtype, which = 0
     cdef Py_ssize_t vs, ve, bs = 0, be = 0, ids = 0, ide = 0
     cdef int64_t project = 0
+    if type(data) is not bytes:     # the batch is a view of bytes, whatever the buffer's items
+        data = bytes(data)
     PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
     try:
         memset(&p, 0, sizeof(Parser))

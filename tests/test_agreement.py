@@ -257,3 +257,19 @@ def test_decode_reads_any_contiguous_buffer(impl):
     padded = b"xx" + batch + b"yy"
     for data in (bytearray(batch), memoryview(padded)[2:-2], memoryview(batch)):
         assert impl.decode(data, "json", 1).to_jsonl() == expected
+
+
+def test_output_limit_twins_agree(impl):
+    """Past `max_output` bytes of normalised events both twins raise TooLarge; at or under it
+    the events are the same as without a limit."""
+    from collector.errors import TooLarge
+
+    batch = make_batches(1, 50, seed=9)[0]
+    whole = impl.decode(batch, "json", 1).to_jsonl()
+    for fmt, data in (("json", batch), ("protobuf", collector.json_to_protobuf(batch))):
+        assert impl.decode(data, fmt, 1, len(whole)).to_jsonl() == whole
+        with pytest.raises(TooLarge) as exc:
+            impl.decode(data, fmt, 1, len(whole) - 1)
+        assert exc.value.limit == len(whole) - 1
+        with pytest.raises(TooLarge):
+            _pure.decode(data, fmt, 1, len(whole) // 3)

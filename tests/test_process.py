@@ -110,6 +110,29 @@ def test_flood_memory_stays_bounded(server):
     assert srv.stop() == 0
 
 
+def test_a_batch_that_normalises_to_gigabytes_is_refused_without_taking_them(server):
+    """Every event repeats the batch's header: 1000 events under a 1 MB `dma` would normalise to
+    1 GB. The decoder stops at the output limit; the call is INVALID_ARGUMENT saying why, and
+    the server's memory hardly moves."""
+    srv = server().start()
+    events = [{"euid": f"g{j}", "ea": 6, "t": 1000, "tvid": "ok"} for j in range(1000)]
+    bomb = json.dumps({"pid": 8, "uid": "u", "now": 2000, "dma": "x" * 1_000_000, "pl": events}).encode()
+    assert len(bomb) < 1_100_000
+
+    async def send():
+        async with Client(srv.target, max_attempts=1) as client:
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                await client.send(bomb)
+            assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "max_batch_output_bytes" in exc.value.details()
+            return (await client.send(batch(1))).accepted  # the server goes on
+
+    baseline = srv.rss_peak_kb()
+    assert asyncio.run(send()) == 50
+    assert srv.rss_peak_kb() - baseline < 150_000  # the 32 MiB limit and the request, not 1 GB
+    assert srv.stop() == 0
+
+
 def test_send_and_tail_commands(server, tmp_path):
     srv = server().start()
     src = tmp_path / "batches.jsonl"

@@ -337,7 +337,8 @@ def test_slow_subscriber_is_dropped_and_ingest_goes_on(tmp_path):
 
 def test_overload_is_refused_with_retry_after(tmp_path):
     async def main():
-        limits = {"inflight_bytes": 30_000, "inflight_bytes_per_project": 30_000, "retry_after_ms": 50}
+        # a batch takes about 9 kB, then its events about 64 kB more: two or three fit at once
+        limits = {"inflight_bytes": 200_000, "inflight_bytes_per_project": 200_000, "retry_after_ms": 50}
         async with Running(tmp_path, limits=limits) as srv:
             log = srv.service.log
             write = log._write_and_sync
@@ -370,9 +371,15 @@ def test_a_refused_call_leaves_no_cycle_holding_its_request(tmp_path):
     big = batch(n=600, prefix="big-")
     assert len(big) > 50_000
 
-    def held(objects):
-        return [o for o in objects if isinstance(o, types.FrameType) and any(
-            isinstance(v, (bytes, memoryview)) and len(v) >= len(big) for v in o.f_locals.values())]
+    def big_buffer(v):
+        try:
+            return isinstance(v, (bytes, memoryview)) and len(v) >= len(big) // 2
+        except ValueError:  # a released view
+            return False
+
+    def held(objects):  # views of a request, and frames holding its bytes
+        return [o for o in objects if big_buffer(o) or isinstance(o, types.FrameType) and any(
+            big_buffer(v) for v in o.f_locals.values())]
 
     async def main():
         limits = {"inflight_bytes_per_project": 40_000}  # a request naming project 8: over it
@@ -392,6 +399,9 @@ def test_a_refused_call_leaves_no_cycle_holding_its_request(tmp_path):
                     for raw, metadata in calls:
                         with pytest.raises(grpc.aio.AioRpcError):
                             await unary(raw, metadata=metadata)
+                    for i in range(10):  # gRPC keeps the state of its last few calls
+                        await unary(Client.request(batch(n=1, prefix=f"ok{i}-")).SerializeToString(),
+                                    metadata=auth)
                     gc.collect()
                     leftovers = held(gc.garbage)
                 finally:
@@ -399,6 +409,29 @@ def test_a_refused_call_leaves_no_cycle_holding_its_request(tmp_path):
                     gc.garbage.clear()
                     gc.enable()
                 assert leftovers == []
+
+    run(main())
+
+
+def test_the_output_limit_refuses_a_batch_and_the_stream_goes_on(tmp_path):
+    """A batch whose normalised events pass limits.max_batch_output_bytes: INVALID_ARGUMENT
+    saying so (not a SPEC batch error, so not dead-lettered); the stream goes on, and the bytes
+    in flight (the batch's, then its events') are all given back."""
+    wide = batch(n=100, extra=(), user="u" * 30)
+    small = batch(n=3, prefix="s")
+
+    async def main():
+        async with Running(tmp_path, limits={"max_batch_output_bytes": 20_000}) as srv, \
+                Client(srv.target, max_attempts=1) as client:
+            replies = [r async for r in client.stream([Client.request(wide, batch_id="wide"),
+                                                        Client.request(small, batch_id="small")])]
+            by_id = {r.batch_id: r for r in replies}
+            assert by_id["wide"].status == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+            assert "max_batch_output_bytes" in by_id["wide"].detail and not by_id["wide"].batch_error
+            assert by_id["small"].accepted == 3
+            assert srv.service.pipeline.budget.used == 0
+            await srv.delivered(3)
+            assert output(srv.config.data_dir, "dead_letter") == []
 
     run(main())
 
