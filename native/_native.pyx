@@ -285,6 +285,7 @@ cdef struct Out:
     Py_ssize_t nrej
     Py_ssize_t rej_cap
     Py_ssize_t limit        # the most bytes of events that may be written (0: no limit)
+    bint over               # this pass passed it: nothing more is written
     Py_ssize_t* id_at       # each written event's event_id: start and end of its JSON string
     Py_ssize_t nids
     Py_ssize_t ids_cap
@@ -1304,6 +1305,7 @@ cdef int events_pass(Parser* p, int depth) except -2:
     o.emit = 0
     o.events.n = 0
     o.nrej = o.nids = 0
+    o.over = 0
     if p.pl_seen == 1 and not p.header_after_pl and check_list(p, p.header, L_HEADER) < 0:
         start_output(p)
         o.emit = 1
@@ -1343,6 +1345,7 @@ cdef int start_output(Parser* p) except -1:
     cdef Out* o = p.out
     o.events.n = o.who.n = o.sent.n = o.device.n = 0
     o.nrej = o.nids = 0
+    o.over = 0
     p.app_at = -1
     memset(p.urls, 0, sizeof(p.urls))
     return put_header_parts(p, p.header, o.received, &o.who, &o.sent, &o.device)
@@ -1369,8 +1372,11 @@ cdef int add_rejection(Out* o, Py_ssize_t index, int code) except -1:
 cdef int process_event(Parser* p, Py_ssize_t index, Slot* ev) except -1:
     """Check one event's slots; write it out, or record why it is rejected."""
     cdef Out* o = p.out
-    cdef int code = check_list(p, ev, L_COMMON)
+    cdef int code
     cdef bytes params = None
+    if o.over:              # past the output limit: this pass writes nothing more
+        return 0
+    code = check_list(p, ev, L_COMMON)
     if code < 0:
         code = check_list(p, ev, L_ACTION[ev[S_EA].i])
     if code < 0 and ev[S_EA].i == CUSTOM_EA and ev[S_PR].kind == OBJ:
@@ -1383,8 +1389,8 @@ cdef int process_event(Parser* p, Py_ssize_t index, Slot* ev) except -1:
     if code >= 0:
         return add_rejection(o, index, code)
     put_event(p, &o.events, ev, p.header, &o.who, &o.sent, &o.device, o.received, params)
-    if o.limit and o.events.n > o.limit:    # stop before the memory is taken
-        raise TooLarge(o.limit)
+    if o.limit and o.events.n > o.limit:    # stop writing before the memory is taken; the
+        o.over = 1                          # last pass over the events decides (TooLarge)
     return 0
 
 
@@ -2570,6 +2576,8 @@ cdef _decode(cstr s, Py_ssize_t n, str format, int64_t received_time, Py_ssize_t
             p.header_after_pl = 0
             p.pos = p.pl_start
             events_pass(&p, 2)
+        if o.over:
+            raise TooLarge(o.limit)
         _PyBytes_Resize(&o.events.obj, o.events.n)
         jsonl = <bytes>o.events.obj
         spans = PyBytes_FromStringAndSize(<const char*>o.id_at, sizeof(Py_ssize_t) * 2 * o.nids)

@@ -82,6 +82,7 @@ else:
         _native = None
 
 BatchError = collector.BatchError
+TooLarge = sys.modules["collector.errors"].TooLarge  # loaded with collector (instrumented or not)
 COMPARE = os.environ.get("FUZZ_COMPARE", "small")
 COMPARE_MAX = int(os.environ.get("FUZZ_COMPARE_MAX", "4096"))
 
@@ -115,6 +116,14 @@ def native_outcome(batch: bytes, fmt: str):
         raise Disagreement(f"{len(events)} events from {len(lines)} lines of JSON Lines")
     if _native.decoded_ids(d) != [ev.event_id for ev in events]:  # noted as they were written
         raise Disagreement(f"decoded_ids {_native.decoded_ids(d)!r}")
+    if jsonl and zlib.crc32(batch) % 8 == 0:  # the output limit, on some inputs: stops, or the same
+        try:
+            _native.decode(batch, fmt, RECEIVED, len(jsonl) // 2 or 1)
+            raise Disagreement("no TooLarge under half the output")
+        except TooLarge:
+            pass
+        if _native.decode(batch, fmt, RECEIVED, len(jsonl)).to_jsonl() != jsonl:
+            raise Disagreement("a limit the output fits changed it")
     return ("ok", [json.loads(line) for line in lines], [(i, r) for i, r in d.rejected], d.project_id)
 
 

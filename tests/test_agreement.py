@@ -273,3 +273,18 @@ def test_output_limit_twins_agree(impl):
         assert exc.value.limit == len(whole) - 1
         with pytest.raises(TooLarge):
             _pure.decode(data, fmt, 1, len(whole) // 3)
+
+
+def test_output_limit_counts_the_events_kept(impl):
+    """A repeated `pl` (the last one counts) or a header key after `pl` makes the native
+    decoder write the events again: only what it writes last counts against the limit."""
+    from collector.errors import TooLarge
+
+    big = ",".join(f'{{"euid":"b{i}","ea":1,"t":1}}' for i in range(40))
+    doc = '{"pid":1,"uid":"u","now":5,"pl":[%s],"pl":[{"euid":"s","ea":1,"t":1}],"dt":1}' % big
+    data = doc.encode()
+    small = impl.decode(data, "json", 1).to_jsonl()
+    assert small.count(b"\n") == 1
+    assert impl.decode(data, "json", 1, len(small)).to_jsonl() == small
+    with pytest.raises(TooLarge):
+        impl.decode(data, "json", 1, len(small) - 1)
