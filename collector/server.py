@@ -179,6 +179,10 @@ class CollectorServicer(pb_grpc.CollectorServicer):
                 reader.cancel()
             if state["error"]:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, state["error"])
+            failed = reader.done() and not reader.cancelled() and reader.exception()
+            if failed:  # a bug, or the transport: said, not ended as if all went well
+                log.error("ingest stream: reading failed: %r", failed)
+                await context.abort(grpc.StatusCode.INTERNAL, f"reading the stream failed: {failed!r}")
 
 
 class EventsServicer(pb_grpc.EventsServicer):

@@ -160,6 +160,34 @@ def test_bytes_that_are_not_a_request_are_invalid_argument(tmp_path):
     run(main())
 
 
+def test_a_failure_while_reading_a_stream_is_internal_not_ok(tmp_path, monkeypatch):
+    """Should reading a stream fail (a bug), the batches before answer as usual and the call
+    ends INTERNAL, not OK as if every request had been read."""
+    import collector.server as server
+    from collector.decode import read_request as real
+
+    def read_request(raw):
+        if b"boom" in raw:
+            raise RuntimeError("boom")
+        return real(raw)
+
+    monkeypatch.setattr(server, "read_request", read_request)
+
+    async def main():
+        async with Running(tmp_path) as srv:
+            async with grpc.aio.insecure_channel(srv.target) as channel:
+                stream = channel.stream_stream("/collector.v1.Collector/IngestStream",
+                                               response_deserializer=pb.IngestReply.FromString)
+                call = stream(iter([Client.request(batch(), batch_id="good").SerializeToString(),
+                                    Client.request(batch(), batch_id="boom").SerializeToString()]))
+                replies = [r async for r in _until_status(call)]
+                assert [(r.batch_id, r.accepted) for r in replies] == [("good", 3)]
+                assert await call.code() == grpc.StatusCode.INTERNAL
+                assert "boom" in await call.details()
+
+    run(main())
+
+
 async def _until_status(call):
     try:
         async for reply in call:
