@@ -13,6 +13,8 @@ import collector
 from conftest import _native, outcome
 from collector import _pure
 from benchmarks.corpus import make_batches
+from collector.v1 import collector_pb2
+from fuzz_native import request_outcome
 from strategies import BATCH, json_text, mutated
 
 pytestmark = pytest.mark.skipif(_native is None, reason="the native decoder is not built")
@@ -187,7 +189,6 @@ def test_log_record_headers_refuse_what_does_not_fit():
 def _upb_request(data: bytes):
     """What the protobuf runtime reads from the bytes (None: it refuses them)."""
     from google.protobuf.message import DecodeError
-    from collector.v1 import collector_pb2
 
     try:
         m = collector_pb2.IngestRequest.FromString(data)
@@ -197,17 +198,9 @@ def _upb_request(data: bytes):
     return m.batch_id, which, getattr(m, which) if which else None, m.project_id
 
 
-def _read(impl, data: bytes):
-    try:
-        batch_id, fmt, batch, project = impl.read_request(data)
-    except ValueError:
-        return None
-    return batch_id, fmt, None if batch is None else bytes(batch), project
-
-
 _REQUEST = st.builds(
-    lambda batch_id, batch, project: __import__("collector.v1.collector_pb2", fromlist=["x"])
-    .IngestRequest(batch_id=batch_id, project_id=project, **batch).SerializeToString(),
+    lambda batch_id, batch, project: collector_pb2.IngestRequest(
+        batch_id=batch_id, project_id=project, **batch).SerializeToString(),
     st.text(max_size=20),
     st.one_of(st.just({}), st.builds(lambda b: {"json": b}, st.binary(max_size=50)),
               st.builds(lambda b: {"protobuf": b}, st.binary(max_size=50))),
@@ -226,7 +219,7 @@ def test_read_request_twins_agree_with_protobuf(data):
     expected = _upb_request(data)
     assert expected is not None
     for impl in filter(None, (_native, _pure)):
-        assert _read(impl, data) == expected
+        assert request_outcome(impl, data) == expected
         batch = impl.read_request(data)[2]
         assert batch is None or batch.obj is data  # in place, not copied
 
@@ -237,7 +230,7 @@ def test_read_request_on_any_bytes(data):
     what both they and the protobuf runtime read, they read alike. (The runtime alone accepts
     groups, and the twins alone accept a ten-byte varint tag whose bits past 64 are dropped.)"""
     raw = data.draw(st.one_of(st.binary(max_size=60), mutated(data.draw(_REQUEST))))
-    results = [_read(impl, raw) for impl in filter(None, (_native, _pure))]
+    results = [request_outcome(impl, raw) for impl in filter(None, (_native, _pure))]
     assert results[0] == results[-1]
     upb = _upb_request(raw)
     if upb is not None and results[0] is not None:
