@@ -93,19 +93,40 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def start(command, env=None):
+    """Start a server process that prints `(port N)`: (the process, its address)."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    try:
+        port = re.search(r"\(port (\d+)\)", proc.stdout.readline().decode()).group(1)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, f"127.0.0.1:{port}"
+
+
+def collector_command(root: str, data: str):
+    """`collector serve` from the checkout at `root`, its data in `data`: (command, env)."""
+    config = os.path.join(data, "collector.toml")
+    with open(config, "w") as f:
+        f.write(f'listen = "127.0.0.1:0"\nmetrics_listen = ""\ndata_dir = "{data}"\n'
+                "[dedup]\nwindow_events = 1000000\n")
+    return ([sys.executable, "-m", "collector", "serve", "--config", config],
+            {**os.environ, "PYTHONPATH": root})
+
+
 def run_against(command, batches, streams, events, warmup=(), env=None):
     """Start a server process (it prints `(port N)`), load it, stop it by its pid. Besides the
     rates, says the server's CPU time per batch: on a small shared machine it varies less than
     wall time, and the client and the server share the cores, so it is what bounds the rate."""
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    proc, target = start(command, env)
     try:
-        port = re.search(r"\(port (\d+)\)", proc.stdout.readline().decode()).group(1)
 
         async def run():
             if warmup:
-                await load(f"127.0.0.1:{port}", warmup, streams, events, tag="warmup-")
+                await load(target, warmup, streams, events, tag="warmup-")
             before = cpu_seconds(proc.pid)
-            result = await load(f"127.0.0.1:{port}", batches, streams, events)
+            result = await load(target, batches, streams, events)
             after = cpu_seconds(proc.pid)
             if before is not None and after is not None:
                 result["cpu_us"] = (after - before) / len(batches) * 1e6
@@ -124,13 +145,8 @@ def floor_run(batches, streams, events, warmup=()):
 
 def collector_run(batches, streams, events, warmup=()):
     with tempfile.TemporaryDirectory() as data:
-        config = os.path.join(data, "collector.toml")
-        with open(config, "w") as f:
-            f.write(f'listen = "127.0.0.1:0"\nmetrics_listen = ""\ndata_dir = "{data}"\n'
-                    "[dedup]\nwindow_events = 1000000\n")
-        env = {**os.environ, "PYTHONPATH": ROOT}
-        return run_against([sys.executable, "-m", "collector", "serve", "--config", config],
-                           batches, streams, events, warmup, env)
+        command, env = collector_command(ROOT, data)
+        return run_against(command, batches, streams, events, warmup, env)
 
 
 def main() -> int:
