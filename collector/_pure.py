@@ -61,8 +61,8 @@ def read_request(data) -> tuple:
             if wire_type == wire.LEN:  # a field of another wire type than its own is unknown
                 if number == wire.REQUEST_BATCH_ID:  # a string: each one set must be UTF-8
                     batch_id = str(view[value[0] : value[1]], "utf-8")
-                elif number in (wire.REQUEST_JSON, wire.REQUEST_PROTOBUF):  # the last one set wins
-                    fmt = "json" if number == wire.REQUEST_JSON else "protobuf"
+                elif number in wire.REQUEST_FORMATS:  # the oneof: the last one set wins
+                    fmt = wire.REQUEST_FORMATS[number]
                     batch = view[value[0] : value[1]]
             elif wire_type == wire.VARINT and number == wire.REQUEST_PROJECT_ID:
                 project = value - (1 << 64) if value >> 63 else value

@@ -214,6 +214,11 @@ class Pipeline:
                                retry_after_ms=retry_after_ms, status=_STATUS[status])
         return Refused(status, reply)
 
+    def _slow_down(self, batch_id: str) -> Refused:
+        """Refused for the bytes in flight (the batch's, or its normalised events')."""
+        return self._refuse(batch_id, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                            "too many bytes in flight; slow down", self.config.limits.retry_after_ms)
+
     def not_a_request(self, detail: str) -> pb.IngestReply:
         """The reply to bytes that are not an IngestRequest (counted as a refused batch)."""
         return self._refuse("", grpc.StatusCode.INVALID_ARGUMENT, detail).reply
@@ -254,8 +259,7 @@ class Pipeline:
                                 limits.retry_after_ms * 5)
         size = len(data)
         if not self.budget.take(size, project):
-            return self._refuse(batch_id, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                "too many bytes in flight; slow down", limits.retry_after_ms)
+            return self._slow_down(batch_id)
         try:
             work = self._work(batch_id, data, which, allowed, key, project)
         except BaseException:
@@ -306,8 +310,7 @@ class Pipeline:
                                 f"this API key may not send to project {project}")
         output = len(jsonl)
         if not self.budget.take(output, budget_project):
-            return self._refuse(batch_id, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                "too many bytes in flight; slow down", limits.retry_after_ms)
+            return self._slow_down(batch_id)
         try:
             work = self._keep(batch_id, key, data, fmt, decoded, jsonl, received)
         except BaseException:

@@ -63,3 +63,4 @@ REQUEST_BATCH_ID, REQUEST_JSON, REQUEST_PROTOBUF, REQUEST_PROJECT_ID = (
     collector_pb2.IngestRequest.DESCRIPTOR.fields_by_name[name].number
     for name in ("batch_id", "json", "protobuf", "project_id")
 )
+REQUEST_FORMATS = {REQUEST_JSON: "json", REQUEST_PROTOBUF: "protobuf"}  # the batch's oneof

@@ -2654,10 +2654,7 @@ def decoded_ids(decoded):
         for i in range(n):
             a = at[2 * i] + 1       # inside the quotes
             e = at[2 * i + 1] - 1
-            if memchr(s + a, 92, e - a) == NULL:
-                ids.append(PyUnicode_DecodeUTF8(s + a, e - a, NULL))
-            else:
-                ids.append(_string.decode(PyBytes_FromStringAndSize(s + a - 1, e - a + 2)))
+            ids.append(json_text(s, a, e, memchr(s + a, 92, e - a) != NULL))
     decoded._ids = ids
     return ids
 
@@ -2689,7 +2686,7 @@ def read_request(data):
                         raise ValueError("not an IngestRequest: batch_id is not UTF-8")
                     ids, ide = vs, ve
                 elif number == RQ_JSON or number == RQ_PROTOBUF:    # the oneof: the last one set wins
-                    which, bs, be = (1 if number == RQ_JSON else 2), vs, ve
+                    which, bs, be = <int>number, vs, ve
             elif wtype == 0 and number == RQ_PROJECT_ID:
                 project = <int64_t>value
         batch_id = PyUnicode_DecodeUTF8(<const char*>p.s + ids, ide - ids, NULL)
@@ -2697,12 +2694,18 @@ def read_request(data):
         PyBuffer_Release(&view)
     if not which:
         return batch_id, None, None, project
-    return batch_id, _REQUEST_FORMATS[which], memoryview(data)[bs:be], project
+    return batch_id, wire.REQUEST_FORMATS[which], memoryview(data)[bs:be], project
 
 
-_REQUEST_FORMATS = (None, "json", "protobuf")
 cdef uint64_t RQ_BATCH_ID = wire.REQUEST_BATCH_ID, RQ_JSON = wire.REQUEST_JSON
 cdef uint64_t RQ_PROTOBUF = wire.REQUEST_PROTOBUF, RQ_PROJECT_ID = wire.REQUEST_PROJECT_ID
+
+
+cdef inline str json_text(const char* s, Py_ssize_t a, Py_ssize_t e, bint escaped):
+    """The text of the JSON string whose contents are s[a:e] (its quotes around them)."""
+    if escaped:
+        return _string.decode(PyBytes_FromStringAndSize(s + a - 1, e - a + 2))
+    return PyUnicode_DecodeUTF8(s + a, e - a, NULL)
 
 
 cdef list _keys(bytes jsonl, bint actions):
@@ -2734,10 +2737,7 @@ cdef list _keys(bytes jsonl, bint actions):
         if nl == NULL:
             return None
         pos = nl - s + 1
-        if escaped:
-            event_id = _string.decode(PyBytes_FromStringAndSize(s + a - 1, e - a + 2))
-        else:
-            event_id = PyUnicode_DecodeUTF8(s + a, e - a, NULL)
+        event_id = json_text(s, a, e, escaped)
         if actions:
             out.append((event_id, PyUnicode_DecodeUTF8(s + a2, e2 - a2, NULL)))
         else:
