@@ -106,12 +106,14 @@ def start(command, env=None):
 
 
 def collector_command(root: str, data: str):
-    """`collector serve` from the checkout at `root`, its data in `data`: (command, env)."""
+    """`collector serve` from the checkout at `root`, its data in `data`: (command, env). The
+    interpreter runs with -P, so that the checkout the benchmark was started in (the working
+    directory) does not come before `root`."""
     config = os.path.join(data, "collector.toml")
     with open(config, "w") as f:
         f.write(f'listen = "127.0.0.1:0"\nmetrics_listen = ""\ndata_dir = "{data}"\n'
                 "[dedup]\nwindow_events = 1000000\n")
-    return ([sys.executable, "-m", "collector", "serve", "--config", config],
+    return ([sys.executable, "-P", "-m", "collector", "serve", "--config", config],
             {**os.environ, "PYTHONPATH": root})
 
 

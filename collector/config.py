@@ -41,7 +41,7 @@ class Log(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Dedup(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    window_events: int = 200_000  # the last this many accepted event ids (~200 bytes each)...
+    window_events: int = 200_000  # the last this many accepted event ids (~60 bytes each)...
     window_seconds: float = 3600.0  # ...that arrived within this long
 
 

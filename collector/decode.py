@@ -43,6 +43,7 @@ def decode(data, *, format: str = "json", received_time: int | None = None,
 event_keys = _impl.event_keys  # (event_id, action) of each line of `Decoded.to_jsonl()`
 event_ids = _impl.event_ids  # the event_id of each line
 decoded_ids = _impl.decoded_ids  # the event_id of each event of a Decoded (no second reading)
+IdSet = _impl.IdSet  # (project, event id) pairs held for dedup
 read_request = _impl.read_request  # (batch_id, format, batch, project_id) of a serialized IngestRequest
 
-__all__ = ["TooLarge", "decode", "event_keys", "event_ids", "decoded_ids", "read_request", "Decoded", "BatchError", "NATIVE"]
+__all__ = ["TooLarge", "decode", "event_keys", "event_ids", "decoded_ids", "read_request", "IdSet", "Decoded", "BatchError", "NATIVE"]

@@ -15,7 +15,7 @@ import time
 import grpc
 import msgspec
 
-from .decode import decode as _decode_batch, decoded_ids, event_keys
+from .decode import IdSet, decode as _decode_batch, event_keys
 from .errors import BatchError, TooLarge
 from .log import DEAD, EVENTS, Log, LogFull
 from .v1 import collector_pb2 as pb
@@ -61,22 +61,28 @@ class Dedup:
     """(project, event id) pairs seen within the window: the last `max_events` accepted ids
     that arrived within `max_seconds`.
 
-    The ids are kept in a set per project (a batch's ids are checked at once). An id joins its
-    set when its batch is held (checked, and being logged), so that two copies arriving at once
-    cannot both be accepted; it leaves again if the batch is not logged after all. Once logged,
-    the batch's ids join the window's order of arrival, a queue of (time, project, ids), so
-    that they age out together; held ids are not in that queue yet, so they never age out.
+    An id joins the set (`IdSet`, native or pure) when its batch is held (checked, and being
+    logged), so that two copies arriving at once cannot both be accepted; it leaves again if
+    the batch is not logged after all. Once logged, the batch's ids join the window's order of
+    arrival, a queue of (time, project, ids), so that they age out together; held ids are not
+    in that queue yet, so they never age out.
     """
 
     def __init__(self, max_events: int, max_seconds: float):
         self.max_events = max_events
         self.max_seconds = max_seconds
-        self._seen: dict[int, set] = collections.defaultdict(set)
+        self._ids = IdSet()
         self._order: collections.deque = collections.deque()  # [time, project, ids], oldest first
         self._size = 0
 
     def __len__(self) -> int:
+        """The ids in the window."""
         return self._size
+
+    @property
+    def held(self) -> int:
+        """The ids of batches being logged."""
+        return len(self._ids) - self._size
 
     def _expire(self, now: float) -> None:
         order = self._order
@@ -89,41 +95,25 @@ class Dedup:
                 ids = ids[:excess]
             else:
                 order.popleft()
-            seen = self._seen[entry[1]]
-            seen.difference_update(ids)
+            self._ids.drop(entry[1], ids)
             self._size -= len(ids)
-            if not seen:  # nothing of the project is seen or held: no empty set stays behind
-                del self._seen[entry[1]]
 
     def seen(self, project: int, event_id: str) -> bool:
-        seen = self._seen.get(project)
-        return seen is not None and event_id in seen
+        return self._ids.contains(project, event_id)
 
-    def hold_if_new(self, project: int, ids: list) -> bool:
-        """Hold all the ids, if none is in the window or held and none comes twice (the usual
-        case, checked at once); otherwise hold none and return False."""
-        if not ids:
-            return True
-        seen = self._seen[project]
-        if not seen.isdisjoint(ids):
-            return False
-        size = len(seen)
-        seen.update(ids)
-        if len(seen) - size == len(ids):
-            return True
-        seen.difference_update(ids)  # an id came twice in the batch: none of them was seen before
-        if not seen:
-            del self._seen[project]
-        return False
+    def hold_if_new(self, project: int, ids):
+        """Hold all the ids (a list, or a Decoded's), if none is in the window or held and none
+        comes twice (the usual case, checked at once): what `commit` or `release` takes;
+        otherwise hold none and return None."""
+        return self._ids.hold_new(project, ids)
 
-    def hold(self, project: int, ids) -> None:
-        """Hold ids that are known to be neither seen nor held."""
-        if ids:
-            self._seen[project].update(ids)
+    def hold(self, project: int, ids):
+        """Hold ids that are known to be neither seen nor held: what `commit` or `release` takes."""
+        return self._ids.hold(project, ids)
 
     def commit(self, project: int, ids, now: float) -> None:
         """The held ids were accepted: they join the window's order."""
-        if not ids:
+        if not len(ids):
             return
         self._size += len(ids)
         self._order.append([now, project, ids])
@@ -131,11 +121,8 @@ class Dedup:
 
     def release(self, project: int, ids) -> None:
         """The held ids were not accepted after all."""
-        seen = self._seen.get(project)
-        if seen is not None:
-            seen.difference_update(ids)
-            if not seen:
-                del self._seen[project]
+        if len(ids):
+            self._ids.drop(project, ids)
 
 
 class Budget:
@@ -327,10 +314,10 @@ class Pipeline:
         project = decoded.project_id
         results = [pb.EventResult(index=i, code=code) for i, code in decoded.rejected]
         filtered = duplicate = 0
-        ids = None if self.rules.any_for(project) else decoded_ids(decoded)
-        if ids is not None and self.dedup.hold_if_new(project, ids):
-            kept = held = ids  # the usual case: nothing filtered, no duplicates; every event is kept
-            lines = len(ids)
+        held = None if self.rules.any_for(project) else self.dedup.hold_if_new(project, decoded)
+        if held is not None:  # the usual case: nothing filtered, no duplicates; every event is kept
+            lines = len(held)
+            kept = range(lines)
         else:
             keys = event_keys(jsonl)
             lines = len(keys)
@@ -356,7 +343,7 @@ class Pipeline:
                 held.append(event_id)
                 kept.append(n)
             results.sort(key=lambda r: r.index)
-            self.dedup.hold(project, held)
+            held = self.dedup.hold(project, held)
 
         try:
             return self._queue(batch_id, key, data, fmt, decoded, jsonl, kept, lines, held,

@@ -109,6 +109,8 @@ def native_outcome(batch: bytes, fmt: str):
         d = _native.decode(batch, fmt, RECEIVED)
     except BatchError as exc:
         return ("batch_error", exc.code)
+    id_set = _native.IdSet()  # first: it reads the ids where they were written, as dedup does
+    held = id_set.hold_new(d.project_id, d)
     jsonl = d.to_jsonl()
     events = d.events  # the lazily built objects: the output must be valid JSON of the schema
     lines = jsonl.splitlines()
@@ -116,6 +118,12 @@ def native_outcome(batch: bytes, fmt: str):
         raise Disagreement(f"{len(events)} events from {len(lines)} lines of JSON Lines")
     if _native.decoded_ids(d) != [ev.event_id for ev in events]:  # noted as they were written
         raise Disagreement(f"decoded_ids {_native.decoded_ids(d)!r}")
+    ids = [ev.event_id for ev in events]
+    if len(set(ids)) < len(ids):  # an id twice: none is held
+        if held is not None or len(id_set):
+            raise Disagreement("IdSet held a batch with an id twice")
+    elif len(held) != len(ids) or not all(id_set.contains(d.project_id, i) for i in ids):
+        raise Disagreement("IdSet did not hold the batch's ids as strings")
     if jsonl and zlib.crc32(batch) % 8 == 0:  # the output limit, on some inputs: stops, or the same
         try:
             _native.decode(batch, fmt, RECEIVED, len(jsonl) // 2 or 1)

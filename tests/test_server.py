@@ -517,26 +517,35 @@ def test_configuration_file_environment_and_flags(tmp_path):
         configuration.load(str(tmp_path / "bad.toml"), environ={})
 
 
-def test_dedup_window_by_count_and_age():
-    from collector.pipeline import Dedup
+@pytest.mark.parametrize("impl", ["native", "pure"])
+def test_dedup_window_by_count_and_age(impl, monkeypatch):
+    from collector import _pure, pipeline
 
-    d = Dedup(max_events=5, max_seconds=10)
-    assert d.hold_if_new(8, ["a", "b", "c"])
-    assert d.seen(8, "a") and not d.hold_if_new(8, ["x", "a"])  # held counts as seen
+    if impl == "native":
+        _native = pytest.importorskip("collector._native")
+        monkeypatch.setattr(pipeline, "IdSet", _native.IdSet)
+    else:
+        monkeypatch.setattr(pipeline, "IdSet", _pure.IdSet)
+    d = pipeline.Dedup(max_events=5, max_seconds=10)
+    abc = d.hold_if_new(8, ["a", "b", "c"])
+    assert len(abc) == 3 and d.held == 3 and len(d) == 0
+    assert d.seen(8, "a") and d.hold_if_new(8, ["x", "a"]) is None  # held counts as seen
     assert not d.seen(8, "x")  # a batch that is not new holds none of its ids
-    assert not d.hold_if_new(8, ["y", "z", "y"]) and not d.seen(8, "y")  # twice in one batch
-    d.commit(8, ["a", "b", "c"], now=0.0)
-    d.hold(9, ["a", "e", "f"])
-    d.commit(9, ["a", "e", "f"], now=1.0)
+    assert d.hold_if_new(8, ["y", "z", "y"]) is None and not d.seen(8, "y")  # twice in one batch
+    d.commit(8, abc, now=0.0)
+    d.commit(9, d.hold(9, ["a", "e", "f"]), now=1.0)
     assert len(d) == 5 and not d.seen(8, "a") and d.seen(8, "b") and d.seen(9, "a")  # the oldest one out
-    d.hold(8, ["x"])
-    d.release(8, ["x"])
-    assert not d.seen(8, "x")
-    assert d.hold_if_new(8, ["y"])
-    d.commit(8, ["y"], now=11.5)  # everything from before t=1.5 has aged out
+    x = d.hold(8, ["x"])
+    assert d.seen(8, "x") and d.held == 1
+    d.release(8, x)
+    assert not d.seen(8, "x") and d.held == 0
+    d.commit(8, d.hold_if_new(8, ["y"]), now=11.5)  # everything from before t=1.5 has aged out
     assert len(d) == 1 and not d.seen(8, "b") and not d.seen(9, "f") and d.seen(8, "y")
-    d.hold(10, [])  # every event of the batch filtered: nothing to hold
-    assert set(d._seen) == {8}  # no empty set stays behind for a project
+    d.commit(10, d.hold(10, []), now=12.0)  # every event of the batch filtered: nothing to hold
+    d.release(10, d.hold(10, []))
+    assert len(d) == 1 and d.held == 0
+    if impl == "pure":
+        assert set(d._ids._seen) == {8}  # no empty set stays behind for a project
 
 
 def test_stream_replies_logged_only_after_the_fsync_and_shares_group_commits(tmp_path):
@@ -590,7 +599,7 @@ def test_a_failing_disk_is_answered_unavailable_and_the_client_resends(tmp_path)
                     Client.request(batch(n=4, prefix=f"h{i}-"), batch_id=f"h{i}") for i in range(20))]
             assert len(replies) == 20 and all(r.accepted == 4 and r.status == 0 for r in replies)
             dedup = srv.service.pipeline.dedup  # nothing is left held: every id seen is in the window
-            assert srv.service.pipeline.budget.used == 0 and sum(map(len, dedup._seen.values())) == len(dedup)
+            assert srv.service.pipeline.budget.used == 0 and dedup.held == 0
             assert len(await srv.delivered(80)) == 80
 
     run(main())
