@@ -2991,18 +2991,18 @@ cdef extern from "Python.h":
 cdef class Ids:
     """The ids an IdSet holds for one batch, as `hold_new` and `hold` give them and `drop`
     takes them back: their fingerprints, which `len` counts and slices cut."""
-    cdef bytes fps
+    cdef bytes fps     # 16 bytes an id (None in an Ids made from Python: it holds none)
 
     def __len__(self):
-        return PyBytes_GET_SIZE(self.fps) >> 4
+        return 0 if self.fps is None else PyBytes_GET_SIZE(self.fps) >> 4
 
     def __getitem__(self, key):
         if not isinstance(key, slice):
             raise TypeError("Ids are taken by slices")
-        start, stop, step = key.indices(PyBytes_GET_SIZE(self.fps) >> 4)
+        start, stop, step = key.indices(len(self))
         if step != 1:
             raise ValueError("Ids are taken by slices of step 1")
-        return new_ids(self.fps[start * 16 : max(start, stop) * 16])
+        return new_ids(self.fps[start * 16 : max(start, stop) * 16] if self.fps is not None else b"")
 
 
 cdef Ids new_ids(bytes fps):
@@ -3025,7 +3025,10 @@ cdef class IdSet:
     cdef Py_ssize_t count
     cdef uint64_t k0, k1
 
-    def __cinit__(self):
+    cdef int ready(self) except -1:
+        """The key and the table, made on first use (a table-less set holds nothing)."""
+        if self.slots != NULL:
+            return 0
         key = os.urandom(16)
         memcpy(&self.k0, PyBytes_AS_STRING(key), 8)
         memcpy(&self.k1, PyBytes_AS_STRING(key) + 8, 8)
@@ -3033,6 +3036,7 @@ cdef class IdSet:
         if self.slots == NULL:
             raise MemoryError()
         self.mask = 1023
+        return 0
 
     def __dealloc__(self):
         free(self.slots)
@@ -3129,6 +3133,7 @@ cdef class IdSet:
         cdef const char* s
         cdef uint64_t* fp
         cdef Py_ssize_t i, a, e, n, size
+        self.ready()
         if isinstance(ids, Decoded) and type(ids._ids) is bytes and type(ids._jsonl) is bytes:
             spans, jsonl = ids._ids, ids._jsonl
             s = PyBytes_AS_STRING(jsonl)
@@ -3188,13 +3193,19 @@ cdef class IdSet:
         """Whether the id is held."""
         cdef uint64_t fp[2]
         cdef const uint64_t* s
+        if self.slots == NULL:
+            return False
         self.fp_str(<uint64_t><int64_t>project, event_id, fp)
         s = self.slots + 2 * self.find(fp)
         return s[0] != 0 or s[1] != 0
 
     def drop(self, project, Ids ids not None):
         """Let go of ids that `hold_new` or `hold` gave (or a slice of them)."""
-        cdef const uint64_t* fp = <const uint64_t*>PyBytes_AS_STRING(ids.fps)
-        cdef Py_ssize_t n = PyBytes_GET_SIZE(ids.fps) >> 4, i
+        cdef const uint64_t* fp
+        cdef Py_ssize_t n, i
+        if self.slots == NULL or ids.fps is None:
+            return
+        fp = <const uint64_t*>PyBytes_AS_STRING(ids.fps)
+        n = PyBytes_GET_SIZE(ids.fps) >> 4
         for i in range(n):
             self.remove(fp + 2 * i)
