@@ -412,7 +412,7 @@ def _tail_nats(args) -> int:
                             ev = {"position": msg.metadata.sequence.stream, **ev}
                         sys.stdout.write(json.dumps(ev, ensure_ascii=False) + "\n")
                         sys.stdout.flush()
-                    await msg.ack_sync()
+                    await msg.ack_sync(timeout=5.0)  # the default second is short on a busy host
                     count += show
                     if args.limit and count >= args.limit:
                         return
