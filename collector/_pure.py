@@ -77,6 +77,8 @@ class IdSet:
         seen.update(ids)
         if len(seen) - size != len(ids):  # an id came twice: none of them was held before
             seen.difference_update(ids)
+            if not seen:  # no empty set stays behind for a project
+                self._seen.pop(project, None)
             return None
         if seen:
             self._seen[project] = seen

@@ -198,6 +198,10 @@ def test_id_sets_agree_under_many_operations():
         if step % 500 == 0:
             assert all(native.contains(p, f"e{i}") == pure.contains(p, f"e{i}")
                        for p in range(3) for i in range(3000))
+    for project, a, b in held:
+        native.drop(project, a), pure.drop(project, b)
+    assert len(native) == len(pure) == 0 and not pure._seen  # no empty set stays behind
+    assert not any(native.contains(p, f"e{i}") for p in range(3) for i in range(3000))
 
 
 def _as_protobuf(text: bytes):
