@@ -3107,6 +3107,13 @@ cdef class IdSet:
         gap[0] = gap[1] = 0
         self.count -= 1
 
+    cdef inline void fingerprint(self, uint64_t project, const char* s, Py_ssize_t n,
+                                 uint64_t* out) noexcept nogil:
+        """Of the id whose UTF-8 is s[:n]; never (0, 0), the empty slot."""
+        sip13_128(self.k0, self.k1, project, <const unsigned char*>s, <size_t>n, out)
+        if out[0] == 0 and out[1] == 0:
+            out[0] = 1
+
     cdef int fp_str(self, uint64_t project, object event_id, uint64_t* out) except -1:
         cdef Py_ssize_t n
         cdef const char* u
@@ -3114,13 +3121,10 @@ cdef class IdSet:
             raise TypeError(f"an event id is a str, not {type(event_id).__name__}")
         try:
             u = utf8_and_size(event_id, &n)
-            sip13_128(self.k0, self.k1, project, <const unsigned char*>u, <size_t>n, out)
+            self.fingerprint(project, u, n, out)
         except UnicodeEncodeError:  # lone surrogates, which a JSON escape may make
             raw = (<str>event_id).encode("utf-8", "surrogatepass")
-            sip13_128(self.k0, self.k1, project, <const unsigned char*>PyBytes_AS_STRING(raw),
-                      <size_t>PyBytes_GET_SIZE(raw), out)
-        if out[0] == 0 and out[1] == 0:
-            out[0] = 1
+            self.fingerprint(project, PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), out)
         return 0
 
     cdef bytes fingerprints(self, object project, object ids):
@@ -3148,9 +3152,7 @@ cdef class IdSet:
                 if not 1 <= a <= e < size:
                     raise ValueError("a Decoded whose ids are not where it says")
                 if memchr(s + a, 92, e - a) == NULL:
-                    sip13_128(self.k0, self.k1, pid, <const unsigned char*>s + a, <size_t>(e - a), fp + 2 * i)
-                    if fp[2 * i] == 0 and fp[2 * i + 1] == 0:
-                        fp[2 * i] = 1
+                    self.fingerprint(pid, s + a, e - a, fp + 2 * i)
                 else:
                     self.fp_str(pid, json_text(s, a, e, True), fp + 2 * i)
             return out
