@@ -7,14 +7,13 @@ tables in `collector.spec`.
 
 import functools
 import math
-import re
 import struct
 from typing import Annotated, Union
 from urllib.parse import unquote_plus
 
 import msgspec
 
-from . import spec, wire
+from . import jsonscan, spec, wire
 from .errors import BatchError
 from .event import App, Decoded, Device, NormalizedEvent, encode_lines
 from .spec import BOOL, EVENTS, INT, NUMBER, OBJECT, PARAMS, STRING
@@ -22,10 +21,7 @@ from .spec import BOOL, EVENTS, INT, NUMBER, OBJECT, PARAMS, STRING
 # float_hook keeps a number too large for a double as inf (refused where it is read) instead of
 # failing the whole document.
 _json = msgspec.json.Decoder(float_hook=float)
-_BRACKET_OR_QUOTE = re.compile(rb'[\[\]{}"]')
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
 _CONTAINERS = frozenset((dict, list))
-_BYTE_AT = re.compile(r"\(byte (\d+)\)")
 
 
 def decode(data, format="json", received_time=0, max_output=0) -> Decoded:
@@ -161,10 +157,10 @@ def parse_json(data: bytes):
     """The document as Python values; BatchError(malformed_json | too_deep) if it is not one."""
     try:
         doc = _json.decode(data)
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise _first_syntax_error(data, exc) from None
-    if _depth_exceeded(doc):
-        raise BatchError("too_deep", f"nested deeper than {spec.MAX_DEPTH} levels")
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        raise jsonscan.first_error(data) from None
+    if _depth_exceeded(doc):  # the reading that finds where
+        raise jsonscan.first_error(data)
     return doc
 
 
@@ -180,56 +176,6 @@ def _depth_exceeded(doc) -> bool:
             if type(value) in _CONTAINERS:
                 stack.append((value, depth + 1))
     return False
-
-
-def _first_syntax_error(data: bytes, exc: Exception) -> BatchError:
-    """The error that a single left-to-right reading meets first: too_deep or malformed_json."""
-    deep_at = _too_deep_offset(data)
-    if deep_at is not None and data[:deep_at].rstrip(b" \t\r\n")[-1:] not in (b"[", b",", b":"):
-        deep_at = None  # a bracket cannot stand there: the text is malformed before that depth
-    if deep_at is not None:
-        try:
-            _json.decode(data[:deep_at] + b"    ")  # spaces: a cut literal must show as wrong
-        except msgspec.DecodeError as prefix_exc:
-            if "truncated" in str(prefix_exc):
-                return BatchError(
-                    "too_deep", f"nested deeper than {spec.MAX_DEPTH} levels at byte {deep_at}"
-                )
-        except (UnicodeDecodeError, RecursionError):
-            pass
-    if isinstance(exc, UnicodeDecodeError):
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError as whole:
-            return BatchError("malformed_json", f"invalid UTF-8 at byte {whole.start}")
-    if isinstance(exc, RecursionError):
-        return BatchError("malformed_json", "nested too deeply to read")
-    text = str(exc).replace("JSON is malformed: ", "")
-    if "truncated" in text:
-        return BatchError("malformed_json", f"unexpected end of data at byte {len(data)}")
-    return BatchError("malformed_json", _BYTE_AT.sub(r"at byte \1", text))
-
-
-def _too_deep_offset(data: bytes) -> int | None:
-    """Offset of the bracket that opens level MAX_DEPTH + 1, strings skipped over."""
-    depth = pos = 0
-    while True:
-        m = _BRACKET_OR_QUOTE.search(data, pos)
-        if m is None:
-            return None
-        pos = m.end()
-        ch = data[m.start()]
-        if ch == 0x22:
-            s = _STRING.match(data, m.start())
-            if s is None:
-                return None
-            pos = s.end()
-        elif ch == 0x5B or ch == 0x7B:
-            depth += 1
-            if depth > spec.MAX_DEPTH:
-                return m.start()
-        else:
-            depth -= 1
 
 
 # ------------------------------------------------------------------------------ protobuf

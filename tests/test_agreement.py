@@ -26,7 +26,20 @@ def agree(data: bytes, fmt: str = "json"):
     native = outcome(_native, data, fmt)
     pure = outcome(_pure, data, fmt)
     assert native == pure
+    if fmt == "json" and native[0] == "batch_error" and native[1] in SYNTAX:
+        assert syntax_message(_native, data) == syntax_message(_pure, data)
     return native
+
+
+SYNTAX = ("malformed_json", "too_deep")
+
+
+def syntax_message(impl, data: bytes) -> str:
+    """What a syntax fault's message says (what went wrong, at which byte): the twins find it
+    themselves, never from a parser's error text."""
+    with pytest.raises(collector.BatchError) as exc:
+        impl.decode(data, "json", 1)
+    return str(exc.value)
 
 
 @SETTINGS
@@ -85,6 +98,28 @@ def test_malformed_before_too_deep():
     assert agree(cut) == ("batch_error", "malformed_json")
     deep = head + b"[" * 60 + b"[]" + b"]" * 60 + b"}}]}"
     assert agree(deep) == ("batch_error", "too_deep")
+
+
+@pytest.mark.parametrize("data", [
+    b'{"pid":1,"uid":"\xff","now":1,"pl":[]}',
+    b'{"pid":1,"uid":"\xe2\x82","now":1,"pl":[]}',  # a sequence cut short
+    b'{"pid":1,"uid":"\xed\xa0\x80","now":1,"pl":[]}',  # a surrogate's bytes
+    b'{"pid":1,"uid":"\xc0\xaf","now":1,"pl":[]}',  # overlong
+    b'{"pid":1,"uid":"\\ud800","now":1,"pl":[]}',
+    b'{"pid":1,"uid":"\\udc00\\ud800","now":1,"pl":[]}',
+    b'{"pid":1,"uid":"\\x","now":1,"pl":[]}',
+    b'{"pid":1,"uid":"a\tb","now":1,"pl":[]}',
+    b'{"pid":01,"uid":"u","now":1,"pl":[]}',
+    b'{"pid":1.,"uid":"u","now":1,"pl":[]}',
+    b'{"pid":-,"uid":"u","now":1,"pl":[]}',
+    b'{"pid":1e+,"uid":"u","now":1,"pl":[]}',
+    b'{"pid":tru,"uid":"u","now":1,"pl":[]}',
+    b'{"pid":1,}', b'{"pid" 1}', b'{pid:1}', b'[1 2]', b'[1,]', b'{"a":1} x', b"", b"   ",
+    b'{"pid":1', b'{"pid":1,"uid":"u', b"[" * 65 + b"]" * 65, b"\xef\xbb\xbf{}",
+])
+def test_syntax_faults_say_what_and_where_alike(data):
+    assert agree(data)[1] in SYNTAX
+    assert " at byte " in syntax_message(_pure, data)
 
 
 @pytest.mark.parametrize("jsonl", [
