@@ -57,6 +57,17 @@ class Tls(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     key: str = ""
 
 
+class Analytics(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The event store that export, the dashboard's metrics, deletion and retention read."""
+
+    store: str = "duckdb"  # duckdb (embedded), clickhouse, or "" (off)
+    path: str = ""  # the DuckDB file; default <data_dir>/analytics.duckdb
+    clickhouse_url: str = ""  # http(s)://user:password@host:8123/database, or chdb:///dir
+    retention_days: int = 365
+    retention_days_by_project: dict[str, int] = {}  # project id (a string) -> days
+    purge_interval_hours: float = 24.0  # deleted users' bytes are rewritten away this often
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     listen: str = "127.0.0.1:50051"
     metrics_listen: str = "127.0.0.1:9464"  # empty: no metrics endpoint
@@ -65,6 +76,10 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     log_level: str = "info"
     drain_seconds: float = 10.0  # graceful shutdown: how long in-flight work may take
     api_keys: dict[str, list[int]] = {}  # key -> project ids it may send to; none: open
+    # the HTTP API (export, metrics, deletion) and the dashboard; empty: off
+    http_listen: str = "127.0.0.1:8080"
+    admin_tokens: dict[str, list[int]] = {}  # bearer token -> projects it may read and delete in
+    analytics: Analytics = Analytics()
     limits: Limits = Limits()
     log: Log = Log()
     dedup: Dedup = Dedup()
@@ -85,7 +100,7 @@ def _env_value(text: str):
 
 
 def _apply_env(raw: dict, environ) -> None:
-    sections = ("limits", "log", "dedup", "tls")
+    sections = ("limits", "log", "dedup", "tls", "analytics")
     for var, text in environ.items():
         if not var.startswith("COLLECTOR_") or var == "COLLECTOR_NO_NATIVE":
             continue
