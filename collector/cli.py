@@ -4,6 +4,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import hashlib
 import json
 import os
 import sys
@@ -271,7 +272,10 @@ def cmd_send(args) -> int:
                         delay = started + (i + 1) / args.rate - time.monotonic()
                         if delay > 0:
                             time.sleep(delay)
-                    yield Client.request(data, format=args.format, batch_id=f"{name}:{i}")
+                    # named by its bytes too: another run's batch `name:i` (stdin, a file
+                    # written again) is another batch, never answered with this one's reply
+                    digest = hashlib.blake2b(data, digest_size=12).hexdigest()
+                    yield Client.request(data, format=args.format, batch_id=f"{name}:{i}:{digest}")
                 i += 1
 
     async def one_stream(client, index: int):

@@ -59,13 +59,13 @@ class LogFull(Exception):
 
 
 _KIND_TIME = struct.Struct("<Bq")
-_crc32 = zlib.crc32
+crc32 = zlib.crc32
 if NATIVE:
-    from ._native import crc32 as _crc32  # zlib's crc32, several times faster where the CPU allows
+    from ._native import crc32  # zlib's crc32, several times faster where the CPU allows
 
 
 def _header(kind: int, ms: int, payload: bytes) -> bytes:
-    crc = _crc32(payload, _crc32(_KIND_TIME.pack(kind, ms)))
+    crc = crc32(payload, crc32(_KIND_TIME.pack(kind, ms)))
     return _HEADER.pack(len(payload), crc, kind, ms)
 
 
@@ -89,7 +89,7 @@ def _decode_at(data: bytes | memoryview, offset: int):
     if end > len(data) or kind not in (EVENTS, DEAD):
         return None
     payload = bytes(data[offset + HEADER_SIZE : end])
-    if _crc32(payload, _crc32(_KIND_TIME.pack(kind, ms))) != crc:
+    if crc32(payload, crc32(_KIND_TIME.pack(kind, ms))) != crc:
         return None
     return kind, ms, payload, end - offset
 

@@ -17,7 +17,7 @@ import msgspec
 
 from .decode import IdSet, decode as _decode_batch, event_keys
 from .errors import BatchError, TooLarge
-from .log import DEAD, EVENTS, Log, LogFull
+from .log import DEAD, EVENTS, Log, LogFull, crc32
 from .v1 import collector_pb2 as pb
 
 log = logging.getLogger("collector.pipeline")
@@ -195,6 +195,16 @@ class Pipeline:
 
     # ---------------------------------------------------------------------------- ingest
 
+    def _resent(self, key, batch_id: str, data):
+        """The answer to a batch_id already logged: its reply again if this is the same batch
+        (a resend), a refusal if it is another one, which the first reply would lose."""
+        digest, reply = self._replies[(key, batch_id)]
+        if digest == _digest(data):
+            return reply
+        return self._refuse(batch_id, grpc.StatusCode.ALREADY_EXISTS,
+                            f"batch_id {batch_id!r} was already used for another batch; nothing of "
+                            "this one was kept: give each batch an id of its own")
+
     def _refuse(self, batch_id: str, status, detail: str, retry_after_ms: int = 0, code: str = ""):
         self.metrics.batches.inc(("refused", status.name.lower()))
         reply = pb.IngestReply(batch_id=batch_id, detail=detail, batch_error=code,
@@ -231,11 +241,10 @@ class Pipeline:
         fsync to wait for, so a stream can have many batches in the log's queue without a task
         for each."""
         batch_id, which, data, project = request
-        cached = self._replies.get((key, batch_id)) if batch_id else None
-        if cached is not None:  # a resend of a batch already logged: the same answer
-            return cached
         if which is None:
             return self._refuse(batch_id, grpc.StatusCode.INVALID_ARGUMENT, "no batch in the request")
+        if batch_id and (key, batch_id) in self._replies:
+            return self._resent(key, batch_id, data)
         if allowed is not None and project and project not in allowed:
             return self._refuse(batch_id, grpc.StatusCode.PERMISSION_DENIED,
                                 f"this API key may not send to project {project}")
@@ -285,7 +294,7 @@ class Pipeline:
             reply = pb.IngestReply(batch_id=batch_id, batch_error=exc.code, detail=exc.message,
                                    durability=pb.DURABILITY_LOGGED,
                                    status=_STATUS[grpc.StatusCode.INVALID_ARGUMENT])
-            return self._log(_Logging(self, batch_id, key, reply, batch_error=True),
+            return self._log(_Logging(self, batch_id, key, _digest(data), reply, batch_error=True),
                              [(DEAD, received, record)])
         finally:
             self.metrics.decode_seconds.observe(time.perf_counter() - started)
@@ -372,7 +381,8 @@ class Pipeline:
             rejected=len(rejected), results=results, durability=pb.DURABILITY_LOGGED,
         )
         project = decoded.project_id
-        work = _Logging(self, batch_id, key, reply, project=project, held=held, rejected=rejected)
+        work = _Logging(self, batch_id, key, _digest(data), reply, project=project, held=held,
+                        rejected=rejected)
         if not records:  # nothing to log (an empty batch, or every event a duplicate)
             return work.finish()
         result = self._log(work, records)
@@ -389,10 +399,10 @@ class Pipeline:
                                 self.config.limits.retry_after_ms * 5)
         return work
 
-    def _remember(self, key, batch_id: str, reply) -> None:
+    def _remember(self, key, batch_id: str, digest, reply) -> None:
         if not batch_id:
             return
-        self._replies[(key, batch_id)] = reply
+        self._replies[(key, batch_id)] = digest, reply
         while len(self._replies) > 10_000:
             self._replies.popitem(last=False)
 
@@ -400,15 +410,16 @@ class Pipeline:
 class _Logging:
     """One batch whose records are in the log's queue: what to do once they are fsynced."""
 
-    __slots__ = ("pipeline", "batch_id", "key", "reply", "project", "held", "rejected",
+    __slots__ = ("pipeline", "batch_id", "key", "digest", "reply", "project", "held", "rejected",
                  "batch_error", "budget", "output", "done")
 
-    def __init__(self, pipeline, batch_id, key, reply, *, project=0, held=(), rejected=(),
+    def __init__(self, pipeline, batch_id, key, digest, reply, *, project=0, held=(), rejected=(),
                  batch_error=False):
         self.pipeline = pipeline
         self.project = project
         self.batch_id = batch_id
         self.key = key
+        self.digest = digest  # of the batch's bytes: a resend must match it
         self.reply = reply
         self.held = held
         self.rejected = rejected
@@ -443,7 +454,7 @@ class _Logging:
     def finish(self):
         """The batch is logged: count it, remember the reply (for resends), and give it."""
         p, reply = self.pipeline, self.reply
-        p._remember(self.key, self.batch_id, reply)
+        p._remember(self.key, self.batch_id, self.digest, reply)
         if self.batch_error:
             return Refused(grpc.StatusCode.INVALID_ARGUMENT, reply)
         events = p.metrics.events
@@ -456,6 +467,12 @@ class _Logging:
             events.inc(("rejected", code))
         p.metrics.batches.inc(_OK)
         return reply
+
+
+def _digest(data) -> tuple:
+    """What ties a remembered reply to its batch: the bytes' length and CRC-32 (compiled, a
+    few GB/s; a cryptographic digest would add about a tenth to a batch's decoding)."""
+    return len(data), crc32(data)
 
 
 def _raw_events(data, fmt: str, rejected: list):
