@@ -110,6 +110,14 @@ def write_all(fd: int, buffers: list) -> int:
     return total
 
 
+def cut_back(fd: int, size: int) -> None:
+    """Cut a file back to `size`, the end of its last whole write, if a write that failed
+    part-way (a full disk) left bytes after it: a retry must never follow half a record or half
+    a line, nor write again what the failed write did get onto the disk."""
+    if os.fstat(fd).st_size != size:
+        os.ftruncate(fd, size)
+
+
 _fadvise = getattr(os, "posix_fadvise", None)
 
 
@@ -292,11 +300,7 @@ class Log:
                     self._rotate()
             except Exception as exc:  # the disk failed us: every waiter hears it
                 log.error("log: append failed: %s", exc)
-                self._end = self._durable
-                try:  # no half-written record may stay in front of the next ones
-                    os.ftruncate(self._fd, self._durable - self._segments[-1])
-                except OSError:
-                    pass
+                self._end = self._durable  # the next write cuts what this one left
                 for _, done in batch:
                     _call(done, None, exc)
                 continue
@@ -341,7 +345,8 @@ class Log:
         """Write the buffers, then fsync. Runs on the log's thread, which takes the GIL as few
         times as it can (once per system call): a thread that wants the GIL back while the
         event loop is busy may wait a switch interval (5 ms) each time."""
-        start = os.lseek(self._fd, 0, os.SEEK_END)
+        start = self._durable - self._segments[-1]
+        cut_back(self._fd, start)
         written = write_all(self._fd, buffers)
         if self.fsync:
             sync_and_drop(self._fd, start, written)

@@ -2,7 +2,9 @@
 
 The file being written is `<prefix>-<start>.jsonl.part`; once rotated it is renamed to
 `<prefix>-<start>.jsonl` and never touched again, so a loader takes `*.jsonl` files only. After
-a crash, the `.part` files are finished on start, a half-written last line cut off first.
+a crash, the `.part` files are finished on start, a half-written last line cut off first; a
+write that fails part-way (a full disk) is cut off before its retry, so no line is ever in a
+file half or twice.
 """
 
 import asyncio
@@ -10,7 +12,7 @@ import os
 import threading
 import time
 
-from ..log import DEAD, EVENTS, sync_and_drop, write_all
+from ..log import DEAD, EVENTS, cut_back, sync_and_drop, write_all
 from . import Sink
 
 
@@ -53,6 +55,7 @@ class JsonlSink(Sink):
 
     def _close(self) -> None:
         if self._f is not None:
+            cut_back(self._f.fileno(), self._size)  # a closed file is complete
             self._f.close()
             os.replace(self._path, self._path[: -len(".part")])
             self._f = None
@@ -68,10 +71,12 @@ class JsonlSink(Sink):
             self._close()
         if self._f is None:
             self._open()
-        start = self._size
-        self._size += write_all(self._f.fileno(), chunks)  # one system call for many records
+        fd, start = self._f.fileno(), self._size
+        cut_back(fd, start)  # what a failed write left: its retry is this write
+        written = write_all(fd, chunks)  # one system call for many records
         if self.fsync:
-            sync_and_drop(self._f.fileno(), start, self._size - start)
+            sync_and_drop(fd, start, written)
+        self._size = start + written
 
     async def write(self, records) -> None:
         chunks = [r.payload for r in records if r.kind in self.kinds]
