@@ -94,6 +94,15 @@ def _decode_at(data: bytes | memoryview, offset: int):
     return kind, ms, payload, end - offset
 
 
+def unblanked(payload: bytes) -> bytes:
+    """A record's payload without the lines a user's deletion blanked to spaces (`Log.rewrite`):
+    what every reader of payloads goes through. Payload lines start with `{`, so a payload with
+    no blanked line is returned as it is after one search."""
+    if payload[:1] != b" " and b"\n " not in payload:
+        return payload
+    return b"".join(line + b"\n" for line in payload.split(b"\n") if line.strip())
+
+
 def write_all(fd: int, buffers: list) -> int:
     """Write the buffers whole, in as few system calls as the OS allows (no copies to join
     them, and the GIL released once per call, not once per buffer); returns the bytes written."""
@@ -476,6 +485,42 @@ class Log:
         if f is None:
             f = self._readers[seg] = open(self._path(seg), "rb")
         return f
+
+    # ----------------------------------------------------------------------- rewriting
+
+    async def rewrite(self, record: Record, payload: bytes) -> bool:
+        """Replace a durable record's payload with one of the same length (a deleted user's
+        lines blanked to spaces) and a new checksum, in place: every position stays where it
+        is, so the sinks' cursors stay valid. Runs on the log's thread, between group commits.
+        False if the record's segment was released already."""
+        if len(payload) != len(record.payload) or record.end > self._durable:
+            raise ValueError("log: a rewrite keeps a durable record's length")
+        seg = self._segment_of(record.position)
+        path = self._path(seg)
+        data = _header(record.kind, record.time, payload) + payload
+
+        def write() -> bool:
+            try:
+                fd = os.open(path, os.O_WRONLY)
+            except FileNotFoundError:
+                return False
+            try:
+                os.pwrite(fd, data, record.position - seg)
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            return True
+
+        loop = asyncio.get_running_loop()
+        done = await loop.run_in_executor(self._executor, write)
+        f = self._readers.pop(seg, None)  # a buffered reader may hold the old bytes
+        if f is not None:
+            f.close()
+        i = bisect.bisect_left(self._recent_positions, record.position)
+        if i < len(self._recent) and self._recent[i].position == record.position:
+            self._recent[i] = Record(record.position, record.kind, record.time, payload)
+        return done
 
     # ---------------------------------------------------------------------- retention
 

@@ -84,6 +84,10 @@ class Metrics:
         self.subscribers = Gauge("collector_subscribers", "Open subscriptions", registry=r)
         self.subscribers_dropped = Counter(
             "collector_subscribers_dropped", "Subscribers dropped for being too slow", registry=r)
+        self.analytics_removed = Counter(
+            "collector_analytics_removed", "Events removed from a store the collector keeps "
+            "(duckdb, clickhouse, jsonl_files, dead_letter, log), by reason: retention, deletion",
+            ["reason", "store"], registry=r)
         self.inflight_bytes = Gauge("collector_inflight_bytes", "Bytes of batches being worked on",
                                     registry=r)  # read when scraped
 

@@ -372,9 +372,10 @@ class Pipeline:
             records.append((EVENTS, received, b"".join(split[n] + b"\n" for n in kept)))
         rejected = decoded.rejected
         if rejected:
-            raws = _raw_events(data, fmt, [i for i, _ in rejected])
+            raws, user = _raw_events(data, fmt, [i for i, _ in rejected])
+            owner = (decoded.project_id, user) if user is not None else None
             records.append((DEAD, received, b"".join(
-                _dead_record(batch_id, i, code, data, fmt, "", raw)
+                _dead_record(batch_id, i, code, data, fmt, "", raw, owner)
                 for (i, code), raw in zip(rejected, raws))))
         reply = pb.IngestReply(
             batch_id=batch_id, accepted=len(kept), duplicate=duplicate, filtered=filtered,
@@ -476,22 +477,29 @@ def _digest(data) -> tuple:
 
 
 def _raw_events(data, fmt: str, rejected: list):
-    """The raw text of each rejected event (by index, JSON), or None where it cannot be had."""
+    """The raw text of each rejected event (by index, JSON), or None where it cannot be had; and
+    the batch's user id, which an event's own text lacks (a user's deletion finds their dead
+    letters by it), or None."""
     if fmt == "json":
         try:
-            pl = _any.decode(data)["pl"]
-            return [_encode(pl[i]).decode("utf-8", "replace") for i in sorted(rejected)]
+            batch = _any.decode(data)
+            pl = batch["pl"]
+            return [_encode(pl[i]).decode("utf-8", "replace") for i in sorted(rejected)], batch["uid"]
         except Exception:  # noqa: BLE001 - the record then carries the whole batch
             pass
-    return [None] * len(rejected)
+    return [None] * len(rejected), None
 
 
-def _dead_record(batch_id, index, reason, data, fmt: str, detail: str = "", raw=None) -> bytes:
-    """One dead-letter line: what was refused, why, and the bytes to look at."""
+def _dead_record(batch_id, index, reason, data, fmt: str, detail: str = "", raw=None,
+                 owner=None) -> bytes:
+    """One dead-letter line: what was refused, why, and the bytes to look at (with one event's
+    bytes, `owner`: the batch's project and user)."""
     rec = {"batch_id": batch_id, "index": index, "reason": reason, "detail": detail,
            "received_time": time.time_ns() // 1_000_000}
     if raw is not None:
         rec["raw"] = raw
+        if owner is not None:
+            rec["project_id"], rec["user_id"] = owner
     elif fmt == "json":
         try:
             rec["raw"] = str(data, "utf-8")

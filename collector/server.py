@@ -21,7 +21,7 @@ from . import convert, sinks
 from .decode import read_request
 from .delivery import Delivery
 from .event import NormalizedEvent
-from .log import EVENTS, Log
+from .log import EVENTS, Log, unblanked
 from .metrics import Metrics
 from .metrics import serve as serve_metrics
 from .pipeline import Pipeline, Refused, patterns
@@ -212,6 +212,9 @@ class EventsServicer(pb_grpc.EventsServicer):
         else:
             position = the_log.end
         limit = service.subscriber_lag_bytes
+        # (project, user) -> received time up to which their events are deleted (not yet purged
+        # from the log); filled in place as deletions come
+        hidden = service.deletions.hidden if service.deletions is not None else {}
         with service.streams:
             service.metrics.subscribers.inc()
             try:
@@ -227,9 +230,11 @@ class EventsServicer(pb_grpc.EventsServicer):
                     for rec in records:
                         if rec.kind != EVENTS:
                             continue
-                        for line in rec.payload.splitlines():
+                        for line in unblanked(rec.payload).splitlines():
                             ev = _events.decode(line)
                             if projects and ev.project_id not in projects:
+                                continue
+                            if hidden and ev.received_time <= hidden.get((ev.project_id, ev.user_id), -1):
                                 continue
                             if actions is not None and not actions(ev.action):
                                 continue
@@ -265,6 +270,7 @@ class Service:
         self.deliveries = [Delivery(self.log, s, os.path.join(data, "cursors"), self.metrics)
                            for s in self.sinks]
         self.streams = _Streams(config.limits.max_streams)
+        self.deletions = None  # users' deletions (collector/analytics/deletions.py), with a store
         self.subscriber_lag_bytes = 64 << 20
         self.subscriber_write_seconds = 5.0
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()

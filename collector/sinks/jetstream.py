@@ -21,7 +21,7 @@ import logging
 import msgspec
 
 from ..event import NormalizedEvent
-from ..log import EVENTS
+from ..log import EVENTS, unblanked
 from . import Sink
 
 log = logging.getLogger("collector.sinks.nats")
@@ -138,7 +138,7 @@ class JetStreamSink(Sink):
         for record in records:
             if record.kind not in self.kinds:
                 continue
-            for line in record.payload.splitlines():
+            for line in unblanked(record.payload).splitlines():
                 key = _keys.decode(line)
                 if key.event_id in self._acked:
                     continue
@@ -212,6 +212,17 @@ class JetStreamSink(Sink):
             self._delivered += 1
         if len(self._waiting) <= self._low:
             self._progress.set()
+
+    async def user_deleted(self, notice: dict) -> None:
+        """Publish that a user's events received up to a time were deleted, on
+        `<prefix>.deleted.<project_id>` (JSON: deletion_id, project_id, user_id, requested_at),
+        once: `Nats-Msg-Id` is the deletion's id. Raises until JetStream acknowledged it."""
+        await self._connect()
+        ack = await self._nc.request(
+            f"{self.prefix}.deleted.{notice['project_id']}", msgspec.json.encode(notice),
+            timeout=self.ack_timeout, headers={"Nats-Msg-Id": "deletion-" + notice["deletion_id"]})
+        if _ack.decode(ack.data).error is not None:
+            raise ConnectionError(f"JetStream refused the deletion notice: {ack.data!r}")
 
     async def stop(self) -> None:
         if self._nc is not None and not self._nc.is_closed:

@@ -12,7 +12,7 @@ import os
 import threading
 import time
 
-from ..log import DEAD, EVENTS, cut_back, sync_and_drop, write_all
+from ..log import DEAD, EVENTS, cut_back, sync_and_drop, unblanked, write_all
 from . import Sink
 
 
@@ -79,9 +79,15 @@ class JsonlSink(Sink):
         self._size = start + written
 
     async def write(self, records) -> None:
-        chunks = [r.payload for r in records if r.kind in self.kinds]
+        chunks = [unblanked(r.payload) for r in records if r.kind in self.kinds]
         if chunks:
             await asyncio.to_thread(self._write, chunks)
+
+    def finish_file(self) -> None:
+        """Finish the file being written (the next write opens a new one): every `*.jsonl`
+        file is then closed for good, for a deletion's or retention's rewrite of it."""
+        with self._lock:
+            self._close()
 
     async def stop(self) -> None:
         with self._lock:

@@ -2,6 +2,7 @@
 
 import sys
 
+from ..log import unblanked
 from . import Sink
 
 
@@ -10,5 +11,5 @@ class StdoutSink(Sink):
         out = sys.stdout.buffer
         for r in records:
             if r.kind in self.kinds:
-                out.write(r.payload)
+                out.write(unblanked(r.payload))
         out.flush()

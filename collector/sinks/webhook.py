@@ -26,7 +26,7 @@ import time
 
 import msgspec
 
-from ..log import EVENTS
+from ..log import EVENTS, unblanked
 from . import Sink
 
 log = logging.getLogger("collector.sinks.webhook")
@@ -120,7 +120,7 @@ class WebhookSink(Sink):
         for record in records:
             if record.kind not in self.kinds:
                 continue
-            for line in record.payload.splitlines():
+            for line in unblanked(record.payload).splitlines():
                 item = _encode(export(line))
                 if items and (len(items) >= self.max_events or size + len(item) + 1 > self.max_bytes):
                     yield b"[" + b",".join(items) + b"]", lines
@@ -173,6 +173,16 @@ class WebhookSink(Sink):
                         extra={"sink": self.name, "status": status, "retry_in": round(wait, 3)})
             attempt += 1
             await asyncio.sleep(wait)
+
+    async def user_deleted(self, notice: dict) -> None:
+        """Tell the receiver that a user's events received up to a time were deleted (it cannot
+        be made to forget what it was sent): one signed request, retried like events, of one
+        `user.deleted` item in the export shape (`eventId` is the deletion's id)."""
+        body = b"[" + _encode(Export(
+            "user.deleted", notice["deletion_id"], notice["user_id"], None, notice["project_id"],
+            iso_ms(notice["requested_at"]), None,
+            {"deletion_id": notice["deletion_id"], "received_up_to": notice["requested_at"]})) + b"]"
+        await self._post(body, [])
 
     def _count(self, outcome: str, n: int) -> None:
         if self.metrics is not None:
