@@ -16,12 +16,13 @@ import pytest
 import collector
 from collector.analytics.deletions import Deletions, dead_owner
 from collector.analytics.duck import DuckStore
-from collector.analytics.rows import rows
+from collector.analytics.sink import StoreSink
 from collector.delivery import Delivery
 from collector.log import DEAD, EVENTS, HEADER_SIZE, Log
 from collector.metrics import Metrics
-from collector.sinks import Sink
 from collector.sinks.jsonl import DeadLetterSink, JsonlSink
+from collector.sinks.webhook import WebhookSink
+from procs import Receiver
 
 DAY = 86_400_000
 P = 8
@@ -42,33 +43,20 @@ def batch(user: str, ids: list[str], *, project: int = P, age_ms: int = 0, bad: 
     return json.dumps({"pid": project, "uid": user, "now": now, "pl": pl}).encode()
 
 
-class StoreLoader(Sink):
-    """Loads the log's events into the store, as the store sink does: what `done` waits for."""
-
-    def __init__(self, store):
-        super().__init__("store", "")
-        self.store = store
-
-    async def write(self, records):
-        got = [r for r in records if r.kind == EVENTS]
-        if got:
-            await asyncio.to_thread(self.store.insert, rows(b"".join(r.payload for r in got)),
-                                    f"log:{got[0].position}-{got[-1].end}")
-
-
 class Rig:
     """A collector's files without its servers: log, store, sinks and deletions, in `data`."""
 
-    def __init__(self, data, *, retention_days=365):
+    def __init__(self, data, *, retention_days=365, extra_sinks=()):
         self.data = str(data)
         self.retention_days = retention_days
+        self.extra_sinks = list(extra_sinks)
 
     async def __aenter__(self):
         self.log = Log(os.path.join(self.data, "log"))
         self.store = DuckStore(os.path.join(self.data, "analytics.duckdb"), self.retention_days)
         self.metrics = Metrics()
         sinks = [JsonlSink("jsonl", self.data, max_bytes=4096), DeadLetterSink("dead_letter", self.data),
-                 StoreLoader(self.store)]
+                 StoreSink("store", self.data, store=self.store), *self.extra_sinks]
         self.deliveries = [Delivery(self.log, s, os.path.join(self.data, "cursors"), self.metrics)
                            for s in sinks]
         for d in self.deliveries:
@@ -258,5 +246,28 @@ def test_retention_removes_old_events_from_every_store(tmp_path):
         # the log keeps its own retention (by size and sinks); every other file is clean
         found = files_holding(tmp_path, [f"old-{i}" for i in range(10)])
         assert set(found) <= {str(p) for p in (tmp_path / "log").iterdir()}
+
+    run(main())
+
+
+def test_a_webhook_is_told_after_the_events_it_covers(tmp_path):
+    async def main():
+        async with Receiver("s3cret") as receiver:
+            hook = WebhookSink("hook", str(tmp_path), url=receiver.url, secret="s3cret", linger_seconds=0)
+            async with Rig(tmp_path, extra_sinks=[hook]) as rig:
+                await rig.send(batch("user-a", ["a-1", "a-2"]))
+                rec = await rig.deletions.request(P, "user-a")
+                rig.deletions.start()
+                await rig.wait(rec["deletion_id"], "done")
+                for _ in range(500):
+                    if "hook" in rig.deletions.journal.records[rec["deletion_id"]]["notified"]:
+                        break
+                    await asyncio.sleep(0.02)
+        assert receiver.bad_signatures == 0
+        assert [(d["event"], d["eventId"]) for d in receiver.deliveries] == [
+            ("poll.voted", "a-1"), ("poll.voted", "a-2"), ("user.deleted", rec["deletion_id"])]
+        notice = receiver.deliveries[-1]
+        assert (notice["userId"], notice["projectId"]) == ("user-a", P)
+        assert notice["data"] == {"deletion_id": rec["deletion_id"], "received_up_to": rec["requested_at"]}
 
     run(main())
