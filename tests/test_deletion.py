@@ -8,6 +8,7 @@ file through DuckDB, since compression can hide plain bytes)."""
 import asyncio
 import json
 import os
+import signal
 import stat
 import time
 
@@ -271,3 +272,92 @@ def test_a_webhook_is_told_after_the_events_it_covers(tmp_path):
         assert notice["data"] == {"deletion_id": rec["deletion_id"], "received_up_to": rec["requested_at"]}
 
     run(main())
+
+
+def http(port: int, method: str, path: str):
+    """(status, body) of a request to the collector's HTTP API with the admin token."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                 headers={"Authorization": "Bearer tok"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_a_deletion_killed_before_done_completes_after_a_restart(tmp_path):
+    pytest.importorskip("collector.analytics.api")
+    from collector.client import Client
+    from collector.v1 import collector_pb2 as pb
+    from collector.v1 import collector_pb2_grpc as pb_grpc
+    from procs import Collector, free_port
+
+    port = free_port()
+    srv = Collector(tmp_path / "c", analytics={"store": "duckdb"},
+                    top={"http_listen": f"127.0.0.1:{port}", "admin_tokens": {"tok": [P]}}).start()
+    gone = [f"gone-{i:03d}-{'q' * 16}" for i in range(40)]
+
+    async def send(batches):
+        async with Client(srv.target) as client:
+            for b in batches:
+                assert (await client.send(b)).accepted > 0
+
+    # the user's events, then many others' that keep the store busy loading while the request comes
+    asyncio.run(send([batch("user-a", gone[:20]), batch("user-a", gone[20:], bad="gone-dead-xyz")]
+                     + [batch(f"other-{n}", [f"o{n}-{i}" for i in range(500)]) for n in range(40)]))
+    status, body = http(port, "DELETE", f"/v1/users/user-a/events?projectId={P}")
+    assert status == 202, body
+    deletion = json.loads(body)
+    assert deletion["status"] == "pending"
+    srv.stop(signal.SIGKILL)
+
+    srv.start()
+    for _ in range(1000):
+        status, body = http(port, "GET", f"/v1/deletions/{deletion['deletion_id']}")
+        if json.loads(body)["status"] == "done":
+            break
+        time.sleep(0.02)
+    rec = json.loads(body)
+    assert rec["status"] == "done" and rec["deleted"]["duckdb"] == 40, rec
+    asyncio.run(send([batch("user-a", ["after-1", "after-2"])]))  # sent after the request: kept
+
+    def exported():
+        _, text = http(port, "GET", f"/v1/analytics/events?projectId={P}&userId=user-a")
+        return {json.loads(line)["event_id"] for line in text.splitlines() if line.strip()}
+
+    for _ in range(500):
+        if exported() == {"after-1", "after-2"}:
+            break
+        time.sleep(0.02)
+    assert exported() == {"after-1", "after-2"}
+
+    async def replay():
+        async with Client(srv.target) as client:
+            stub = pb_grpc.EventsStub(client.channel)
+            call = stub.Subscribe(pb.SubscribeRequest(project_ids=[P], user_id="user-a", from_position=0))
+            got = []
+            async for ev in call:
+                got.append(ev.event_id)
+                if ev.event_id == "after-2":
+                    call.cancel()
+                    break
+            return got
+
+    assert asyncio.run(replay()) == ["after-1", "after-2"]  # done: replays hide the rest
+
+    status, body = http(port, "POST", "/v1/deletions/purge")
+    assert status == 200, body
+    rec = json.loads(http(port, "GET", f"/v1/deletions/{deletion['deletion_id']}")[1])
+    assert rec["status"] == "purged" and rec["deleted"]["log"] == 41 and rec["deleted"]["dead_letter"] == 1, rec
+    assert asyncio.run(replay()) == ["after-1", "after-2"]
+    assert srv.stop() == 0
+    assert files_holding(srv.data, gone + ["gone-dead-xyz"]) == {}
+    store = DuckStore(str(srv.data / "analytics.duckdb"))
+    try:
+        assert {r[0] for r in store.query("SELECT event_id FROM events WHERE user_id = 'user-a'")} \
+            == {"after-1", "after-2"}
+    finally:
+        store.close()
