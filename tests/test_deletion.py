@@ -21,9 +21,10 @@ from collector.analytics.sink import StoreSink
 from collector.delivery import Delivery
 from collector.log import DEAD, EVENTS, HEADER_SIZE, Log
 from collector.metrics import Metrics
+from collector.sinks.jetstream import JetStreamSink
 from collector.sinks.jsonl import DeadLetterSink, JsonlSink
 from collector.sinks.webhook import WebhookSink
-from procs import Receiver
+from procs import NatsServer, Receiver, needs_nats, stream_messages
 
 DAY = 86_400_000
 P = 8
@@ -361,3 +362,29 @@ def test_a_deletion_killed_before_done_completes_after_a_restart(tmp_path):
             == {"after-1", "after-2"}
     finally:
         store.close()
+
+
+@needs_nats
+def test_nats_is_told_on_the_deleted_subject(tmp_path):
+    async def main():
+        nats = NatsServer(tmp_path / "nats").start()
+        try:
+            js = JetStreamSink("nats", str(tmp_path), url=nats.url)
+            async with Rig(tmp_path / "data", extra_sinks=[js]) as rig:
+                await rig.send(batch("user-a", ["a-1"]))
+                rec = await rig.deletions.request(P, "user-a")
+                rig.deletions.start()
+                await rig.wait(rec["deletion_id"], "done")
+                for _ in range(500):
+                    if "nats" in rig.deletions.journal.records[rec["deletion_id"]]["notified"]:
+                        break
+                    await asyncio.sleep(0.02)
+            got = await stream_messages(nats.url)
+        finally:
+            nats.stop()
+        assert [(m[0], m[1]) for m in got] == [("a-1", f"events.{P}.poll.voted"),
+                                               ("deletion-" + rec["deletion_id"], f"events.deleted.{P}")]
+        assert json.loads(got[1][2]) == {k: rec[k] for k in ("deletion_id", "project_id", "user_id",
+                                                             "requested_at")}
+
+    run(main())
