@@ -433,6 +433,15 @@ def _tail_nats(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------ demo
+
+
+def cmd_demo(args) -> int:
+    from . import demo
+
+    return demo.main(args, Progress("demo"))
+
+
 # ------------------------------------------------------------------------------------ main
 
 
@@ -490,6 +499,17 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--api-key")
     t.add_argument("--tls-root", metavar="PEM")
     t.set_defaults(func=cmd_tail)
+
+    m = sub.add_parser("demo", help="stream a generated live show into a collector, in real time")
+    m.add_argument("address", nargs="?", default="127.0.0.1:50051",
+                   help="host:port of the collector (default 127.0.0.1:50051)")
+    m.add_argument("--seed", type=int, default=1, help="the same seed gives the same show")
+    m.add_argument("--users", type=int, default=300, help="viewers (default 300)")
+    m.add_argument("--speed", type=float, default=1.0, help="play the show this many times faster")
+    m.add_argument("--minutes", type=float, default=30.0, help="the show's length (default 30)")
+    m.add_argument("--project", type=int, default=1, help="project id (default 1)")
+    m.add_argument("--api-key")
+    m.set_defaults(func=cmd_demo)
     return p
 
 
