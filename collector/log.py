@@ -2,7 +2,9 @@
 
 Records are appended to segment files named by the log position (a byte offset that only grows)
 of their first record. Each record is checksummed, so a torn tail left by a crash is found and
-cut off on the next start. Appends are committed in groups: whatever arrives while one fsync
+cut off on the next start; bytes that are not a sound record elsewhere (with sound records after
+them) are damage, not a tail: readers move them aside to `quarantine/` and go on at the next
+sound record, found by its framing. Appends are committed in groups: whatever arrives while one fsync
 runs goes into the next, and group commits start at most every `commit_interval` seconds, so
 that under steady load each fsync serves more batches (an fsync costs far more CPU than the
 bytes it writes); a reply that says `logged` waits for at most two fsyncs and one interval, and
@@ -22,6 +24,7 @@ import bisect
 import concurrent.futures
 import logging
 import os
+import re
 import struct
 import threading
 import time
@@ -40,6 +43,7 @@ DEAD = 2  # payload: the JSON Lines of its dead-letter records
 _HEADER = struct.Struct("<IIBq")
 HEADER_SIZE = _HEADER.size
 _SUFFIX = ".seg"
+_BAD = ".bad"  # damaged bytes moved aside, in quarantine/
 
 
 class Record(msgspec.Struct, frozen=True, gc=False):
@@ -92,6 +96,43 @@ def _decode_at(data: bytes | memoryview, offset: int):
     if crc32(payload, crc32(_KIND_TIME.pack(kind, ms))) != crc:
         return None
     return kind, ms, payload, end - offset
+
+
+# a byte that can be a header's kind, and where a header has it
+_KIND = re.compile(b"[" + bytes([EVENTS, DEAD]) + b"]")
+_KIND_AT = struct.calcsize("<II")
+
+
+def _next_sound(data, offset: int) -> int:
+    """The offset of the first sound record after `offset`, found by its framing (a kind byte
+    where a header has it, a length that fits, a checksum that holds); len(data) if none. The
+    JSON Lines that records hold never have those bytes, so few places are tried."""
+    search = offset + 1 + _KIND_AT
+    while (found := _KIND.search(data, search)) is not None:
+        if _decode_at(data, found.start() - _KIND_AT) is not None:
+            return found.start() - _KIND_AT
+        search = found.start() + 1
+    return len(data)
+
+
+def _frames(data):
+    """(offset, size, sound) of each record of a segment's bytes in turn; bytes that are not a
+    sound record (damage) make one frame up to the next sound record, or to the end."""
+    offset = 0
+    while offset < len(data):
+        rec = _decode_at(data, offset)
+        size = rec[3] if rec is not None else _next_sound(data, offset) - offset
+        yield offset, size, rec is not None
+        offset += size
+
+
+def _frame_holding(data, offset: int) -> tuple:
+    """(start, size, sound) of the frame that holds `offset`; past the end, an empty damaged
+    frame at the end (bytes the file should hold and does not)."""
+    for frame in _frames(data):
+        if frame[0] + frame[1] > offset:
+            return frame
+    return len(data), 0, False
 
 
 def unblanked(payload: bytes) -> bytes:
@@ -199,6 +240,8 @@ class Log:
         self.fsync_seconds = 0.0  # of the last group commit
         self.on_commit = None  # called with each group commit's seconds (a metric)
         self.truncated = 0  # bytes of torn tail cut off when opened
+        self._skips: dict[int, int] = {}  # damage moved aside: its position -> the next record's
+        self.on_quarantine = None  # called with the bytes of each damage moved aside (a metric)
         self._open()
 
     # ------------------------------------------------------------------------ opening
@@ -220,9 +263,13 @@ class Log:
         path = self._path(last)
         with open(path, "rb") as f:
             data = f.read()
-        good = 0
-        while (rec := _decode_at(data, good)) is not None:
-            good += rec[3]
+        good = 0  # the end of the last sound record
+        for offset, size, sound in _frames(data):
+            if sound:
+                good = offset + size
+            elif offset + size < len(data):  # sound records follow: damage, not a torn tail
+                log.error("log: %d damaged bytes in %s at offset %d, kept: readers move them "
+                          "aside to quarantine/ and go on after them", size, path, offset)
         if good < len(data):  # a torn tail: keep every complete record, drop the rest
             self.truncated = len(data) - good
             log.warning("log: cut a torn tail of %d bytes from %s", self.truncated, path)
@@ -423,28 +470,66 @@ class Log:
         total = 0
         while position < self._durable and total < max_bytes:
             seg = self._segment_of(position)
-            readable = min(self._durable, self._next_start(seg)) - position
+            bound = min(self._durable, self._next_start(seg))
             f = self._reader(seg)
             f.seek(position - seg)
-            data = f.read(min(readable, max(max_bytes - total, 1 << 16)))
+            data = f.read(min(bound - position, max(max_bytes - total, 1 << 16)))
             offset = 0
             while total < max_bytes and (rec := _decode_at(data, offset)) is not None:
                 out.append(Record(position + offset, rec[0], rec[1], rec[2]))
                 offset += rec[3]
                 total += rec[3]
-            if offset == 0:  # the next record is larger than what was read: read all of it
-                f.seek(position - seg)
-                rec = _decode_at(f.read(readable), 0)
-                if rec is None:
-                    raise OSError(f"log: unreadable record at position {position}")
-                out.append(Record(position, rec[0], rec[1], rec[2]))
-                offset = rec[3]
-                total += rec[3]
+            if offset == 0:  # the next record is larger than what was read, or damaged
+                offset = self._read_whole(seg, position, bound, out)
+                total += offset
             position += offset
         return out
 
+    def _read_whole(self, seg: int, position: int, bound: int, out: list) -> int:
+        """The record at `position`, however large, added to `out`; or, if the bytes there are
+        not a sound record, those bytes moved aside. How far to go on."""
+        rec = None
+        if position not in self._skips:
+            f = self._reader(seg)
+            f.seek(position - seg)
+            rec = _decode_at(f.read(bound - position), 0)
+        if rec is None:
+            return self._quarantine(seg, position, bound) - position
+        out.append(Record(position, rec[0], rec[1], rec[2]))
+        return rec[3]
+
+    def _quarantine(self, seg: int, position: int, bound: int) -> int:
+        """Move aside the damage that starts at `position`: its bytes, up to the next sound
+        record (or `bound`), are copied to quarantine/, counted and logged with their segment
+        and offset, and readers skip them; the position they go on from. A damaged record
+        must never stop delivery, nor be passed over without a trace."""
+        end = self._skips.get(position)
+        if end is not None:  # another reader moved it aside already
+            return end
+        f = self._reader(seg)
+        f.seek(0)
+        data = f.read(bound - seg)
+        start, size, sound = _frame_holding(data, position - seg)
+        if sound or seg + start != position:
+            raise ValueError(f"log: position {position} is not where a record starts")
+        end = seg + start + size if start + size < len(data) else bound
+        directory = os.path.join(self.directory, "quarantine")
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, f"{position:020d}{_BAD}")
+        with open(path, "wb") as moved:
+            moved.write(data[start : end - seg])
+            os.fsync(moved.fileno())
+        log.error("log: %d damaged bytes in %s at offset %d (position %d) moved aside to %s; "
+                  "readers go on at position %d", end - position, self._path(seg), start, position,
+                  path, end)
+        self._skips[position] = end
+        if self.on_quarantine is not None:
+            self.on_quarantine(end - position)
+        return end
+
     async def wait_beyond(self, position: int, timeout: float | None = None) -> bool:
         """Wait until there is a durable record at or after `position`; False on timeout."""
+        position = self._skips.get(position, position)  # damage moved aside is not a record
         self._ensure_writer()
         if self._durable > position:
             return True
@@ -462,6 +547,8 @@ class Log:
         position = self._segments[0]
         while position < self._durable:
             batch = self.read(position, 1 << 20)
+            if not batch:  # damage up to the end
+                break
             for rec in batch:
                 if rec.time >= ms:
                     return rec.position

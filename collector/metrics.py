@@ -73,6 +73,9 @@ class Metrics:
         self.fsync_seconds = Timings(
             "collector_log_fsync_seconds", "Time of a group commit's write and fsync", registry=r,
             buckets=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0))
+        self.log_quarantined = Counter(
+            "collector_log_quarantined_bytes", "Damaged log bytes moved aside to the log's "
+            "quarantine/ directory, which readers then skip (each damage counted once)", registry=r)
         self.sink_lag = Gauge("collector_sink_lag_bytes", "Log bytes a sink has yet to deliver",
                               ["sink"], registry=r)
         self.sink_errors = Counter("collector_sink_errors", "Failed sink writes (retried)",

@@ -266,6 +266,7 @@ class Service:
                        commit_interval=config.log.commit_interval_seconds)
         self.pipeline = Pipeline(config, self.log, self.metrics)
         self.metrics.log_bytes.set_function(lambda: self.log.size)
+        self.log.on_quarantine = self.metrics.log_quarantined.inc
         self.sinks = [sinks.load(s, data) for s in config.sinks]
         self.deliveries = [Delivery(self.log, s, os.path.join(data, "cursors"), self.metrics)
                            for s in self.sinks]

@@ -15,10 +15,11 @@ import pytest
 
 from collector.client import Client
 from collector.delivery import Delivery
-from collector.log import DEAD, EVENTS, Log
+from collector.log import DEAD, EVENTS, HEADER_SIZE, Log
+from collector.v1 import collector_pb2 as pb
 from collector.metrics import Metrics
 from collector.sinks import load
-from procs import ENV, Collector
+from procs import ENV, Collector, free_port
 
 
 def batch(prefix: str, n: int = 3) -> bytes:
@@ -157,3 +158,106 @@ def test_the_log_cuts_a_failed_write_before_the_next_one(tmp_path, monkeypatch):
     asyncio.run(main())
     again = Log(str(tmp_path))
     assert [r.payload for r in again.read(0)] == [b"kept\n", b"after\n"] and again.truncated == 0
+
+
+# --------------------------------------------------------------- 2, 4. a damaged record in the log
+
+
+def _records(log_dir) -> list:
+    """Every record of a stopped collector's log."""
+    the_log = Log(str(log_dir))
+    try:
+        return the_log.read(0, 1 << 40)
+    finally:
+        asyncio.run(the_log.close())
+
+
+def _flip_a_bit(log_dir, position: int) -> str:
+    """Flip one bit of the log at `position`; the segment file's name."""
+    starts = sorted(int(p.stem) for p in log_dir.glob("*.seg"))
+    start = max(s for s in starts if s <= position)
+    segment = log_dir / f"{start:020d}.seg"
+    with open(segment, "r+b") as f:
+        f.seek(position - start)
+        byte = f.read(1)
+        f.seek(position - start)
+        f.write(bytes([byte[0] ^ 0x10]))
+    return segment.name
+
+
+@pytest.mark.faults
+def test_damage_in_the_last_segment_is_not_a_torn_tail(tmp_path):
+    """One flipped bit in the middle of the last segment: on start, the records after it stay;
+    only bytes at the very end that hold no whole record (half a record) are a torn tail."""
+
+    async def main():
+        the_log = Log(str(tmp_path))
+        for i in range(100):
+            await the_log.append(EVENTS, i, b"".join(b'{"event_id":"e%d-%d"}\n' % (i, j) for j in range(50)))
+        await the_log.close()
+
+    asyncio.run(main())
+    records = _records(tmp_path)
+    _flip_a_bit(tmp_path, records[50].position + HEADER_SIZE + 100)
+    (segment,) = tmp_path.glob("*.seg")
+    size = segment.stat().st_size
+    torn = segment.read_bytes()[: records[1].position - 10]  # a record but its last 10 bytes
+    with open(segment, "ab") as f:  # at the end, as a crash mid-write leaves it
+        f.write(torn)
+    the_log = Log(str(tmp_path))
+    assert the_log.truncated == len(torn)  # the torn tail only
+    assert segment.stat().st_size == size and the_log.end == size
+    asyncio.run(the_log.close())
+
+
+def _logged(tmp_path, batches: int, events: int, **log_config) -> set:
+    """A collector logs the batches and stops, its one sink (a webhook nobody answers) stuck at
+    the start, so the log keeps every segment: the event ids it said were logged."""
+    dead = {"type": "webhook", "url": f"http://127.0.0.1:{free_port()}/", "secret": "s"}
+    node = Collector(tmp_path / "c", sinks=[dead], top={"drain_seconds": 0.5}, log=log_config).start()
+    try:
+        async def main():  # one after the other: a group commit each, so segments fill evenly
+            async with Client(node.target) as client:
+                return [await client.send(batch(f"b{i}", events), batch_id=f"b{i}") for i in range(batches)]
+
+        replies = asyncio.run(main())
+    finally:
+        assert node.stop() == 0
+    assert all(r.durability == pb.DURABILITY_LOGGED and r.accepted == events for r in replies)
+    return set().union(*(ids(f"b{i}", events) for i in range(batches)))
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("where", ["an older segment", "the last segment"])
+def test_a_damaged_record_is_quarantined_and_delivery_goes_on(tmp_path, where):
+    """One flipped bit in a record: the sinks deliver every other event, before and after it;
+    its bytes are moved aside to the log's quarantine directory, counted, and logged with
+    their segment and offset. Before: the sink delivered nothing (stuck at the record for
+    good), or, in the last segment, a start cut the log at the record as if it were a tail."""
+    segment_bytes = 1_310_720  # 9 records of 250 events each: 5 segments, the last with 7
+    logged = _logged(tmp_path, 43, 250, segment_bytes=segment_bytes)  # 10,750 events
+    log_dir = tmp_path / "c" / "data" / "log"
+    records = _records(log_dir)
+    starts = sorted(int(p.stem) for p in log_dir.glob("*.seg"))
+    assert len(starts) >= 3
+    if where == "the last segment":  # the last that holds records (a rotation leaves one empty)
+        chosen = [r for r in records if r.position >= max(s for s in starts if s <= records[-1].position)]
+    else:
+        chosen = [r for r in records if r.position < starts[1]]
+    assert len(chosen) >= 3
+    bad = chosen[len(chosen) // 2]
+    segment = _flip_a_bit(log_dir, bad.position + HEADER_SIZE + len(bad.payload) // 2)
+    lost = {json.loads(line)["event_id"] for line in bad.payload.splitlines()}
+
+    node = Collector(tmp_path / "c", metrics=True, log={"segment_bytes": segment_bytes}).start()
+    try:
+        want = logged - lost
+        assert node.wait_output(want) == want  # 10,500 of 10,750: all but the damaged record's
+        damaged = HEADER_SIZE + len(bad.payload)
+        assert node.metric("collector_log_quarantined_bytes_total") == damaged  # once, for both sinks
+        moved = log_dir / "quarantine" / f"{bad.position:020d}.bad"
+        assert moved.stat().st_size == damaged
+    finally:
+        assert node.stop() == 0
+    assert f"{segment} at offset {bad.position - int(segment[:-4])} " in node.stderr
+    assert sorted(node.output_ids()) == sorted(want)  # each once
