@@ -249,6 +249,78 @@ def cmd_serve(args) -> int:
     return asyncio.run(serve(cfg))
 
 
+# ---------------------------------------------------------------------------------- import
+
+
+IMPORT_CHUNK_LINES = 50_000
+
+
+def _import_chunks(name: str):
+    """(first line number, last line number, the chunk's bytes, its lines) of a file of JSON
+    Lines, IMPORT_CHUNK_LINES lines at a time."""
+    with open(name, "rb") as f:
+        lines, first = [], 1
+        for number, line in enumerate(f, 1):
+            lines.append(line)
+            if len(lines) == IMPORT_CHUNK_LINES:
+                yield first, number, lines
+                lines, first = [], number + 1
+        if lines:
+            yield first, first + len(lines) - 1, lines
+
+
+def cmd_import(args) -> int:
+    """Load JSON Lines of normalised events into the configured store, keeping the times they
+    carry. Each chunk is one insert whose token is its bytes' digest and line range, so a
+    second run (or one after an interruption) adds nothing."""
+    from . import config
+    from .analytics.rows import row
+    from .analytics.store import open_store
+
+    def fail(message: str) -> int:
+        progress.clear()
+        print(f"collector import: {message}", file=sys.stderr)
+        return 2
+
+    progress = Progress("import")
+    for name in args.files:
+        if not os.access(name, os.R_OK) or os.path.isdir(name):
+            return fail(f"{name}: cannot read it" + (" (a directory)" if os.path.isdir(name) else ""))
+    try:
+        cfg = config.load(args.config, data_dir=args.data_dir)
+        store = open_store(cfg)
+    except (OSError, ValueError) as exc:
+        return fail(str(exc))
+    if store is None:
+        return fail("the analytics store is off ([analytics] store = \"\")")
+    totals = {"files": 0, "events": 0, "loaded": 0}
+    try:
+        for name in args.files:
+            try:
+                for first, last, lines in _import_chunks(name):
+                    rows = []
+                    for number, line in enumerate(lines, first):
+                        if line.strip():
+                            try:
+                                rows.append(row(line))
+                            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                                return fail(f"{name}:{number}: not a normalised event "
+                                            f"({type(exc).__name__}: {exc}); {totals['events']} "
+                                            "events before it are loaded")
+                    digest = hashlib.blake2b(b"".join(lines), digest_size=16).hexdigest()
+                    totals["loaded"] += store.insert(rows, f"import:{digest}:{first}-{last}")
+                    totals["events"] += len(rows)
+                    progress.update(f"{name}: line {last}, {totals['events']:,} events")
+            except OSError as exc:
+                return fail(f"{name}: {exc.strerror or exc}")
+            totals["files"] += 1
+    finally:
+        store.close()
+        progress.done()
+    print(json.dumps(totals))
+    return 0
+
+
 # ------------------------------------------------------------------------------------ send
 
 
@@ -468,6 +540,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--log-format", choices=("auto", "json", "text"),
                    help="logs on stderr: JSON lines, text, or auto (text on a terminal)")
     s.set_defaults(func=cmd_serve)
+
+    i = sub.add_parser("import", help="load JSON Lines of normalised events into the analytics store")
+    i.add_argument("--config", metavar="FILE", help="TOML configuration (its [analytics] store)")
+    i.add_argument("--data-dir", help="the data directory (its analytics.duckdb by default)")
+    i.add_argument("files", nargs="+", metavar="FILE",
+                   help="JSON Lines of normalised events (what the jsonl sink writes)")
+    i.set_defaults(func=cmd_import)
 
     c = sub.add_parser("send", help="replay batches to a collector over IngestStream")
     c.add_argument("address", help="host:port of the collector")

@@ -18,6 +18,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from . import convert, sinks
+from .analytics.sink import attach as attach_store
+from .analytics.store import open_store
 from .decode import read_request
 from .delivery import Delivery
 from .event import NormalizedEvent
@@ -267,7 +269,8 @@ class Service:
         self.pipeline = Pipeline(config, self.log, self.metrics)
         self.metrics.log_bytes.set_function(lambda: self.log.size)
         self.log.on_quarantine = self.metrics.log_quarantined.inc
-        self.sinks = [sinks.load(s, data) for s in config.sinks]
+        self.store = open_store(config)  # the analytics store: its sink and the HTTP API share it
+        self.sinks = attach_store([sinks.load(s, data) for s in config.sinks], self.store, data)
         self.deliveries = [Delivery(self.log, s, os.path.join(data, "cursors"), self.metrics)
                            for s in self.sinks]
         self.streams = _Streams(config.limits.max_streams)
@@ -339,6 +342,8 @@ class Service:
         for d in self.deliveries:
             await d.drain(max(0.0, deadline - time.monotonic()))
         await asyncio.gather(*(d.stop() for d in self.deliveries))  # each lets its sink finish
+        if self.store is not None:
+            await asyncio.to_thread(self.store.close)
         if self._retention is not None:
             self._retention.cancel()
         await self.log.close()

@@ -10,6 +10,8 @@ from hypothesis import settings
 import collector
 from collector import _pure
 
+pytest_plugins = ["analytics_fixtures"]  # the analytics stores and scenarios
+
 # HYPOTHESIS_PROFILE=long for a thorough local run.
 settings.register_profile("default", max_examples=300)
 settings.register_profile("long", max_examples=20000)

@@ -13,6 +13,8 @@ _decode = msgspec.json.Decoder()
 # the region of a locale: after the first `_`/`-`, up to the next `_ - . @` or the end
 _REGION = re.compile(r"[_-]([^_\-.@]*)")
 COMMERCE = ("checkout.completed", "transaction.complete")
+_NANO = Decimal("1e-9")
+_AMOUNT_LIMIT = Decimal("1e29")  # DECIMAL(38, 9): 29 digits before the point
 
 
 class Row(NamedTuple):
@@ -66,10 +68,13 @@ def country(locale: Any) -> str | None:
 
 
 def _amount(v: Any) -> Decimal | None:
-    """A JSON number as the decimal it was written as (floats by their shortest repr)."""
+    """A JSON number as the decimal it was written as (floats by their shortest repr), to 9
+    places as the store's DECIMAL(38, 9) keeps it; None beyond its range, which no currency
+    reaches (a row the store cannot hold would stop its loading)."""
     if type(v) is int or type(v) is float:
         d = Decimal(repr(v)) if type(v) is float else Decimal(v)
-        return d if d.is_finite() else None
+        if d.is_finite() and abs(d) < _AMOUNT_LIMIT:
+            return d.quantize(_NANO) if d.as_tuple().exponent < -9 else d
     return None
 
 
@@ -110,6 +115,13 @@ def row(line: bytes | str) -> Row:
         country(ev["device"]["locale"] if type(ev.get("device")) is dict else None),
         amount, currency, items, option_index, option, question, text.rstrip("\n"),
     )
+
+
+def unique(rows: list[Row]) -> list[Row]:
+    """The first row of each (project_id, event_id), in order: within one load the first wins."""
+    seen: set = set()
+    out = [r for r in rows if (k := (r.project_id, r.event_id)) not in seen and not seen.add(k)]
+    return out if len(out) < len(rows) else rows
 
 
 def rows(jsonl: bytes) -> list[Row]:

@@ -76,6 +76,10 @@ def _builtin(name: str):
         from .stdout import StdoutSink
 
         return StdoutSink
+    if name == "store":
+        from ..analytics.sink import StoreSink
+
+        return StoreSink
     return None
 
 
@@ -88,7 +92,7 @@ def load(options: dict, data_dir: str) -> Sink:
     if cls is None:
         found = [ep for ep in entry_points(group="collector.sinks") if ep.name == kind]
         if not found:
-            raise ValueError(f"no sink type {kind!r} (built in: jsonl, dead_letter, stdout, nats, webhook)")
+            raise ValueError(f"no sink type {kind!r} (built in: jsonl, dead_letter, stdout, nats, webhook, store)")
         cls = found[0].load()
     return cls(name, data_dir, **options)
 

@@ -1,0 +1,172 @@
+"""The engine at scale: ClickHouse through clickhouse-connect, a server (`http(s)://...`) or
+in-process (`chdb:///dir`). The table and why it is shaped so are in docs/analytics.md.
+
+One (project_id, event_id) is one row: the table is a ReplacingMergeTree sorted by that key,
+each insert's rows carry a version that decreases with load order so the first copy loaded is
+the one kept, and reads run with `final = 1`, so copies not merged yet (the same event through
+two collectors) are read once. A retried insert is dropped by ClickHouse's own insert
+deduplication, keyed by the insert's token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Iterator, Sequence
+
+from .rows import Row, unique
+from .store import Store
+
+VERSION_TOP = 2**64 - 1
+READ = {"final": 1}  # every read sees one copy of an event, merged or not
+MUTATE = {"mutations_sync": 2, "lightweight_deletes_sync": 2}  # done on every replica when it returns
+
+
+def ddl(retention_days: int, engine: str = "ReplacingMergeTree(version)", table: str = "events") -> str:
+    return f"""
+CREATE TABLE IF NOT EXISTS {table} (
+    project_id UInt32,
+    event_id String,
+    action LowCardinality(String),
+    user_id String,
+    time Int64,
+    received_time Int64,
+    broadcast_id Nullable(String),
+    campaign_id Nullable(String),
+    sponsor_id Nullable(String),
+    order_id Nullable(String),
+    poll_id Nullable(String),
+    country LowCardinality(Nullable(String)),
+    amount Nullable(Decimal(38, 9)),
+    currency LowCardinality(Nullable(String)),
+    items Nullable(Int128),
+    option_index Nullable(Int64),
+    option Nullable(String),
+    question Nullable(String),
+    event String CODEC(ZSTD(3)),
+    version UInt64
+) ENGINE = {engine}
+PARTITION BY toYYYYMM(fromUnixTimestamp64Milli(time))
+ORDER BY (project_id, event_id)
+TTL {_ttl(retention_days)}
+SETTINGS non_replicated_deduplication_window = 10000, old_parts_lifetime = 1,
+    cleanup_delay_period = 1, max_cleanup_delay_period = 2, cleanup_delay_period_random_add = 0, fsync_after_insert = 1, fsync_part_directory = 1, min_compressed_bytes_to_fsync_after_merge = 1
+"""
+
+
+def _ttl(days: int) -> str:
+    return f"toDateTime(intDiv(time, 1000)) + INTERVAL {int(days)} DAY"
+
+
+class ClickHouseStore(Store):
+    dialect = "clickhouse"
+    name = "clickhouse"
+
+    def __init__(self, url: str, retention_days: int = 365, by_project: dict[int, int] | None = None):
+        super().__init__(retention_days, by_project)
+        if not url:
+            raise ValueError("analytics.clickhouse_url is empty (http://user:password@host:8123/db "
+                             "or chdb:///dir)")
+        self.url = url
+        self._local = threading.local()
+        self._clients: list = []
+        self._lock = threading.Lock()
+        days = max([retention_days, *self.retention_by_project.values()])
+        client = self._client()
+        client.command(ddl(days))
+        # the longest retention: per-project cutoffs are the reads' and `expire`'s
+        client.command(f"ALTER TABLE events MODIFY TTL {_ttl(days)}",
+                       settings={"materialize_ttl_after_modify": 0})
+
+    def _client(self):
+        """This thread's client: a chdb handle or an HTTP session is used by one thread at a time."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            import clickhouse_connect
+
+            extra = {} if self.url.startswith("chdb:") else {"autogenerate_session_id": False}
+            client = clickhouse_connect.get_client(dsn=self.url, **extra)
+            self._local.client = client
+            with self._lock:
+                self._clients.append(client)
+        return client
+
+    # --- reading
+    def query(self, sql: str) -> list[tuple]:
+        return [tuple(r) for r in self._client().query(sql, settings=READ).result_rows]
+
+    def stream(self, sql: str, batch_rows: int = 10_000) -> Iterator[list[tuple]]:
+        settings = {**READ, "max_block_size": batch_rows}
+        with self._client().query_row_block_stream(sql, settings=settings) as blocks:
+            for block in blocks:
+                yield [tuple(r) for r in block]
+
+    def quote(self, value) -> str:
+        if value is None:
+            return "NULL"
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, int):
+            return str(value)
+        if isinstance(value, str):
+            return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        raise TypeError(f"no ClickHouse literal for {type(value).__name__}")
+
+    # --- writing
+    def insert(self, rows: Sequence[Row], token: str) -> int:
+        rows = unique(list(rows))
+        if not rows:
+            return 0
+        version = VERSION_TOP - time.time_ns()  # later loads lose to earlier ones
+        columns = [*zip(*rows), [version] * len(rows)]
+        summary = self._client().insert(
+            "events", columns, column_names=[*Row._fields, "version"], column_oriented=True,
+            settings={"insert_deduplication_token": token, "insert_deduplicate": 1,
+                      "async_insert": 0})
+        return summary.written_rows
+
+    def _count(self, condition: str) -> int:
+        return self._client().query(f"SELECT count() FROM events WHERE {condition}",
+                                    settings=READ).result_rows[0][0]
+
+    def _delete(self, condition: str) -> int:
+        n = self._count(condition)
+        if n:
+            self._client().command(f"DELETE FROM events WHERE {condition}", settings=MUTATE)
+        return n
+
+    def delete_user(self, project_id: int, user_id: str, received_up_to: int) -> int:
+        # by the id's digest: a DELETE's text is kept on disk (the mutation's record, until a
+        # later part outdates it) and must not name the user
+        digest = hashlib.md5(user_id.encode()).hexdigest().upper()
+        return self._delete(f"project_id = {int(project_id)} AND hex(MD5(user_id)) = '{digest}' "
+                            f"AND received_time <= {int(received_up_to)}")
+
+    def expire(self, cutoffs: dict[int, int], default_cutoff: int) -> int:
+        limit = ", ".join(f"project_id = {int(p)}, {int(c)}" for p, c in sorted(cutoffs.items()))
+        limit = f"multiIf({limit}, {int(default_cutoff)})" if limit else str(int(default_cutoff))
+        return self._delete(f"time < {limit}")
+
+    def purge(self, wait_seconds: float = 120.0) -> None:
+        """Rewrite the partitions whose parts hold deleted rows (masked by DELETE) without them,
+        then wait until the old parts are gone from disk too (within seconds: the table's
+        cleanup periods are short)."""
+        client = self._client()
+        for (partition,) in client.query(
+                "SELECT DISTINCT partition_id FROM system.parts WHERE database = currentDatabase() "
+                "AND table = 'events' AND active AND has_lightweight_delete").result_rows:
+            client.command(f"OPTIMIZE TABLE events PARTITION ID {self.quote(partition)} FINAL",
+                           settings=MUTATE)
+        deadline = time.monotonic() + wait_seconds
+        while client.query("SELECT count() FROM system.parts WHERE database = currentDatabase() "
+                           "AND table = 'events' AND NOT active").result_rows[0][0]:
+            if time.monotonic() > deadline:
+                raise TimeoutError("purge: old parts of `events` are still on disk")
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()

@@ -1,0 +1,67 @@
+"""The store sink: the log's events loaded into the analytics store.
+
+Each write is one insert whose token names the log range it holds (`first position-last end`:
+positions never change), so an insert retried after a failure, or again after a restart,
+adds nothing; and the store keeps one row per (project, event id) whatever arrives twice.
+The insert runs in a worker thread and the cursor moves only once it returned, committed.
+A line that cannot be made a row (none should: the collector wrote it) goes to the
+dead-letter output rather than stopping the sink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import msgspec
+
+from ..log import EVENTS
+from ..sinks import Sink
+from .rows import row
+
+
+class StoreSink(Sink):
+    kinds = frozenset({EVENTS})
+
+    def __init__(self, name, data_dir, *, linger_seconds: float = 0.2, store=None):
+        super().__init__(name, data_dir)
+        self.linger_seconds = linger_seconds  # bigger inserts: a store loads a few big ones best
+        self.store = store  # the service's own (see `attach`)
+
+    async def write(self, records) -> None:
+        mine = [r for r in records if r.kind in self.kinds]
+        if mine:
+            bad = await asyncio.to_thread(self._load, mine, f"{mine[0].position}-{mine[-1].end}")
+            if bad:
+                await self.dead_letter(bad)
+
+    def _load(self, records, token: str) -> list[bytes]:
+        rows, bad = [], []
+        for record in records:
+            for line in record.payload.splitlines():
+                if line.strip():
+                    try:
+                        rows.append(row(line))
+                    except (msgspec.DecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+                        bad.append(_dead(self.name, f"{type(exc).__name__}: {exc}", line))
+        self.store.insert(rows, token)
+        return bad
+
+
+def attach(sinks: list, store, data_dir: str) -> list:
+    """The service's sinks with the store's: configured `store` sinks get the service's store;
+    with none configured, one is added (the store is on by default)."""
+    mine = [s for s in sinks if isinstance(s, StoreSink)]
+    if store is None:
+        if mine:
+            raise ValueError("a sink of type store needs a store: [analytics] store is off")
+        return sinks
+    for s in mine:
+        s.store = store
+    return sinks if mine else [*sinks, StoreSink("store", data_dir, store=store)]
+
+
+def _dead(sink: str, detail: str, line: bytes) -> bytes:
+    return msgspec.json.encode({
+        "batch_id": None, "index": None, "reason": "store_refused", "detail": detail, "sink": sink,
+        "received_time": time.time_ns() // 1_000_000, "raw": line.decode("utf-8", "replace")}) + b"\n"

@@ -1,0 +1,211 @@
+"""The analytics store, on each engine: what goes in comes out byte for byte, once per event
+(the first copy), deletion and retention take rows out of every read at once, and a purge
+leaves no file holding them. Then the store sink in a real `collector serve`, and `collector
+import`."""
+
+import asyncio
+import glob
+import json
+import os
+import secrets
+import subprocess
+import sys
+
+from analytics_fixtures import event_lines, load_scenario, scenario
+from collector.analytics.rows import row
+from collector.client import Client
+from procs import ENV, Collector
+
+EXPORT = "SELECT event FROM events ORDER BY time, event_id"
+
+
+def first_copies(lines: list[str]) -> list[str]:
+    """The first line of each (project_id, event_id), ordered as an export is."""
+    kept = {}
+    for line in lines:
+        r = row(line)
+        kept.setdefault((r.project_id, r.event_id), (r.time, r.event_id, line))
+    return [line for *_, line in sorted(kept.values())]
+
+
+def exported(store) -> list[str]:
+    return [event for (event,) in store.query(EXPORT)]
+
+
+def copy(line: str, **changes) -> str:
+    return json.dumps({**json.loads(line), **changes}, ensure_ascii=False, separators=(",", ":"))
+
+
+def files_holding(root, text: str) -> list[str]:
+    return [p for p in glob.glob(os.path.join(root, "**"), recursive=True)
+            if os.path.isfile(p) and text.encode() in open(p, "rb").read()]
+
+
+def test_export_is_the_input_byte_for_byte(store):
+    lines = load_scenario(store, "show_medium")
+    want = first_copies(lines)
+    assert len(want) < len(lines)  # the scenario holds repeats
+    assert exported(store) == want
+    streamed = [e for batch in store.stream(EXPORT, batch_rows=1000) for (e,) in batch]
+    assert streamed == want
+
+
+def test_duplicates_are_kept_once_and_the_first_wins(store):
+    lines = event_lines(scenario("show_small")["events"][:40])
+    a, b = lines[0], lines[1]
+    a2 = copy(a, received_time=json.loads(a)["received_time"] + 5)
+    store.insert([row(a), row(b), row(a2)], "one")  # twice in one insert
+    b2 = copy(b, label="second copy")
+    store.insert([row(b2)], "two")  # again in another insert
+    store.insert([row(line) for line in lines[2:]], "three")
+    store.insert([row(copy(lines[2], event_id="new-under-an-old-token"))], "three")  # a retry
+    assert exported(store) == first_copies(lines)
+    assert store.query("SELECT count() FROM events WHERE event_id = 'new-under-an-old-token'") == [(0,)]
+
+
+def test_a_copy_in_another_month_is_still_one_event(store):
+    line = event_lines(scenario("show_small")["events"][:1])[0]
+    first = copy(line, time=1772323199999)  # 2026-02-28T23:59:59.999Z
+    later = copy(line, time=1772323200000)  # the same event a millisecond later: March
+    store.insert([row(first)], "a")
+    store.insert([row(later)], "b")
+    assert exported(store) == [first]
+
+
+def test_delete_user_and_expire_take_rows_out_of_every_read(store):
+    lines = load_scenario(store, "show_small")
+    rows = [row(line) for line in first_copies(lines)]
+    received = {}
+    for r in rows:
+        received.setdefault((r.project_id, r.user_id), set()).add(r.received_time)
+    victim = max(received, key=lambda k: len(received[k]))  # some of theirs came later
+    theirs = [r for r in rows if (r.project_id, r.user_id) == victim]
+    late = max(r.received_time for r in theirs)
+    kept = [r for r in theirs if r.received_time == late]  # received after the request: kept
+    removed = store.delete_user(*victim, late - 1)
+    assert removed == len(theirs) - len(kept) > 0
+    left = [r for r in rows if r not in theirs or r in kept]
+    assert exported(store) == [r.event for r in left]
+    count = f"SELECT count() FROM events WHERE user_id = {store.quote(victim[1])}"
+    assert store.query(count) == [(len(kept),)]
+
+    times = sorted(r.time for r in left)
+    middle = times[len(times) // 2]
+    projects = sorted({r.project_id for r in left})
+    cutoffs = {projects[0]: 0}  # this project keeps everything, the others lose the older half
+    assert store.expire(cutoffs, middle) == sum(
+        1 for r in left if r.project_id != projects[0] and r.time < middle)
+    assert exported(store) == [r.event for r in left if r.project_id == projects[0] or r.time >= middle]
+
+
+def test_purge_leaves_no_file_holding_a_deleted_user(store, request):
+    lines = event_lines(scenario("show_small")["events"][:200])
+    marker = "gone-" + secrets.token_hex(16)
+    lines = [copy(line, user_id=marker, project_id=8) if i % 4 == 0 else line
+             for i, line in enumerate(lines)]
+    store.insert([row(line) for line in lines], "x")
+    store.insert([row(line) for line in lines[1::2]], "y")  # and copies of them
+    assert store.delete_user(8, marker, 2**62) == 50
+    if store.dialect == "duckdb":
+        root = os.path.dirname(store.path)
+        store.query("CHECKPOINT")
+    else:
+        if "chdb" not in request.node.callspec.id:
+            return  # a server's files are not ours to read
+        root = str(request.getfixturevalue("chdb_dir"))
+    assert files_holding(root, marker)  # the check can see them: DELETE only hid them
+    store.purge()
+    assert files_holding(root, marker) == []
+    assert store.query(f"SELECT count() FROM events WHERE user_id = {store.quote(marker)}") == [(0,)]
+    assert exported(store) == first_copies([line for line in lines if marker not in line])
+
+
+def test_quote_round_trips(store):
+    for value in ["it's", "back\\slash", "é ☀️", "", "a'\\'b", 7, -3, None, True]:
+        assert store.query(f"SELECT {store.quote(value)}") == [(value,)]
+
+
+def _scenario_batch(events: list[dict], project: int, user: str, now: int) -> bytes:
+    pl = [{"euid": e, "ea": 20, "ac": "poll.voted", "t": now - 1000,
+           "pr": {"pollId": "p1", "optionIndex": i % 3, "broadcastId": "b1"}} for i, e in enumerate(events)]
+    return json.dumps({"pid": project, "uid": user, "now": now, "pl": pl}).encode()
+
+
+def test_sink_in_collector_serve_loads_each_event_once(tmp_path):
+    now = 1_773_000_000_000
+    first = _scenario_batch(["e1", "e2", "e1", "e3"], 8, "u1", now)  # e1 twice: a duplicate
+    second = _scenario_batch(["e3", "e4"], 8, "u1", now)  # e3 again, in another batch
+
+    async def send(target, batches):
+        async with Client(target, max_attempts=3) as client:
+            return [await client.send(b, batch_id=i) for i, b in batches]
+
+    srv = Collector(tmp_path / "c").start()
+    replies = asyncio.run(send(srv.target, [("a", first)]))
+    assert (replies[0].accepted, replies[0].duplicate) == (3, 1)
+    assert srv.stop() == 0
+    srv.start()  # its dedup window starts empty: what comes again reaches the log and the store
+    asyncio.run(send(srv.target, [("a-again", first), ("b", second)]))
+    assert srv.stop() == 0
+    logged = [json.loads(line) for p in sorted(glob.glob(str(srv.data / "events" / "*.jsonl")))
+              for line in open(p, encoding="utf-8")]
+    assert sorted(e["event_id"] for e in logged) == ["e1", "e1", "e2", "e2", "e3", "e3", "e4"]
+
+    from collector.analytics.duck import DuckStore
+
+    store = DuckStore(str(srv.data / "analytics.duckdb"))
+    try:
+        got = store.query("SELECT event_id, event FROM events ORDER BY event_id")
+    finally:
+        store.close()
+    jsonl = [line.rstrip("\n") for p in sorted(glob.glob(str(srv.data / "events" / "*.jsonl")))
+             for line in open(p, encoding="utf-8")]
+    assert got == [(r.event_id, r.event) for r in map(row, first_copies(jsonl))]
+    assert [e for e, _ in got] == ["e1", "e2", "e3", "e4"]
+
+
+def _import(*args):
+    return subprocess.run([sys.executable, "-m", "collector", "import", *map(str, args)],
+                          capture_output=True, text=True, env=ENV, timeout=120)
+
+
+def test_import_twice_is_once(tmp_path):
+    lines = event_lines(scenario("show_small")["events"])
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    data = tmp_path / "data"
+    one = _import("--data-dir", data, path)
+    assert one.returncode == 0, one.stderr
+    two = _import("--data-dir", data, path)
+    assert two.returncode == 0, two.stderr
+    assert json.loads(two.stdout)["loaded"] == 0 < json.loads(one.stdout)["loaded"]
+
+    from collector.analytics.duck import DuckStore
+
+    store = DuckStore(str(data / "analytics.duckdb"))
+    try:
+        assert exported(store) == first_copies(lines)
+    finally:
+        store.close()
+    assert oct(os.stat(data / "analytics.duckdb").st_mode & 0o777) == "0o600"
+
+
+def test_import_says_which_file_and_line_is_wrong(tmp_path):
+    good = event_lines(scenario("show_small")["events"][:3])
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(good) + "\n\n{\"event_id\": \n", encoding="utf-8")
+    bad = _import("--data-dir", tmp_path / "data", path)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith(f"collector import: {path}:5: ") and bad.stderr.count("\n") == 1
+    missing = _import("--data-dir", tmp_path / "data", tmp_path / "nothing.jsonl")
+    assert missing.returncode == 2 and "nothing.jsonl" in missing.stderr
+
+
+def test_import_while_serve_holds_the_file_says_so(tmp_path):
+    srv = Collector(tmp_path / "c").start()
+    path = tmp_path / "events.jsonl"
+    path.write_text(event_lines(scenario("show_small")["events"][:3])[0] + "\n", encoding="utf-8")
+    locked = _import("--data-dir", srv.data, path)
+    srv.stop()
+    assert locked.returncode == 2
+    assert "in use by another process" in locked.stderr and locked.stderr.count("\n") == 1
