@@ -9,6 +9,13 @@ from .log import DEAD, Cursor, Log
 
 log = logging.getLogger("collector.delivery")
 
+_WHY = {  # a cursor found unusable on start, by reason
+    "empty": "is empty: the whole log is delivered again",
+    "unreadable": "holds no position: the whole log is delivered again",
+    "past_end": "is at {}, past the log's end",
+    "mid_record": "is at {}, inside a record: that record is delivered again",
+}
+
 
 class Delivery:
     def __init__(self, log_: Log, sink, cursor_dir: str, metrics, *, batch_bytes: int = 4 << 20):
@@ -17,7 +24,7 @@ class Delivery:
         self.cursor = Cursor(cursor_dir, sink.name)
         self.metrics = metrics
         self.batch_bytes = batch_bytes
-        self.position = max(self.cursor.position, log_.start)
+        self.position = self._start()
         self._stop = asyncio.Event()
         self._draining = False
         self._saved = 0.0  # when the cursor was last made durable, and where it was then
@@ -25,6 +32,24 @@ class Delivery:
         self.task: asyncio.Task | None = None
         sink.metrics = metrics
         sink.dead_letter = self._dead_letter
+
+    def _start(self) -> int:
+        """Where delivery starts: the cursor, checked against the log. A cursor that is no
+        record's position (its file damaged, or the log cut shorter than it) would stick the
+        sink for good: it moves to the start of the record that holds it, so that nothing is
+        skipped (that record is delivered again), or to the end; loudly, and counted."""
+        cursor, the_log = self.cursor, self.log
+        wanted = max(cursor.position, the_log.start)
+        position = the_log.boundary(wanted)
+        reason = cursor.problem or ("past_end" if wanted > the_log.end else
+                                    "mid_record" if position != wanted else "")
+        if reason:
+            log.error("sink %s: cursor %s %s; it now starts at position %d", self.sink.name,
+                      cursor.path, _WHY[reason].format(wanted), position,
+                      extra={"sink": self.sink.name, "reason": reason})
+            self.metrics.cursor_resets.labels(self.sink.name, reason).inc()
+            cursor.reset(position)
+        return position
 
     async def _dead_letter(self, lines: list[bytes]) -> None:
         """What a destination refused for good: a DEAD record in the log, for the dead_letter sink."""

@@ -506,9 +506,7 @@ class Log:
         end = self._skips.get(position)
         if end is not None:  # another reader moved it aside already
             return end
-        f = self._reader(seg)
-        f.seek(0)
-        data = f.read(bound - seg)
+        data = self._segment_bytes(seg)
         start, size, sound = _frame_holding(data, position - seg)
         if sound or seg + start != position:
             raise ValueError(f"log: position {position} is not where a record starts")
@@ -554,6 +552,23 @@ class Log:
                     return rec.position
             position = batch[-1].end
         return self._durable
+
+    def boundary(self, position: int) -> int:
+        """Where a reader at `position` starts without skipping anything: the start of the
+        record (or damage) that holds it, the end for a position past it. Reads the position's
+        segment: for a check on start."""
+        if position >= self._durable:
+            return self._durable
+        seg = self._segment_of(position)
+        if position <= seg:
+            return seg
+        return seg + _frame_holding(self._segment_bytes(seg), position - seg)[0]
+
+    def _segment_bytes(self, seg: int) -> bytes:
+        """A segment's durable bytes, all of them: for a rare look at its framing."""
+        f = self._reader(seg)
+        f.seek(0)
+        return f.read(min(self._durable, self._next_start(seg)) - seg)
 
     def _segment_of(self, position: int) -> int:
         seg = self._segments[0]
@@ -626,6 +641,16 @@ class Log:
         return freed
 
 
+def _create(path: str, data: bytes) -> None:
+    """A new file that holds `data` whole or does not exist (written aside, then renamed)."""
+    aside = path + ".new.tmp"
+    with open(aside, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(aside, path)
+
+
 class Cursor:
     """A consumer's durable position in the log: a small file written in place.
 
@@ -634,6 +659,10 @@ class Cursor:
     does at most once a second and at a stop. Either is called only once the sink holds what
     the position passes, so the file on disk is never ahead of what was delivered: after a
     crash of the machine a sink delivers again at most what followed the last `save`.
+
+    A new cursor's file is written whole before it is used, so an empty one is damage, as is
+    one that holds no number: `problem` then says which ("empty", "unreadable") and the
+    position is 0, from which the whole log is delivered again (at-least-once).
     """
 
     _WIDTH = 20  # digits: every position has the same length, so a write in place replaces it whole
@@ -646,13 +675,21 @@ class Cursor:
         for stale in os.listdir(directory):  # left by older versions, which replaced the file
             if stale.startswith(name + ".pos.") and stale.endswith(".tmp"):
                 os.remove(os.path.join(directory, stale))
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        if not os.path.exists(self.path):
+            _create(self.path, b"%0*d\n" % (self._WIDTH, 0))
+        self._fd = os.open(self.path, os.O_RDWR)
         text = os.pread(self._fd, 64, 0).strip()
+        self.problem = ""
         try:
-            self.position = int(text or 0)
-        except ValueError:  # not a position: deliver again all the log holds (at-least-once)
-            log.warning("cursor %s unreadable (%r); starting from the oldest record", self.path, text)
+            self.position = int(text)
+        except ValueError:
+            self.problem = "unreadable" if text else "empty"
             self.position = 0
+
+    def reset(self, position: int) -> None:
+        """Replace, durably, a position found unusable on start (the one move back)."""
+        self.position = position
+        self.save(position)
 
     def note(self, position: int) -> None:
         with self._lock:

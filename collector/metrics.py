@@ -76,6 +76,11 @@ class Metrics:
         self.log_quarantined = Counter(
             "collector_log_quarantined_bytes", "Damaged log bytes moved aside to the log's "
             "quarantine/ directory, which readers then skip (each damage counted once)", registry=r)
+        self.cursor_resets = Counter(
+            "collector_sink_cursor_resets", "Sink cursors found on start to be no record's "
+            "position, and where they were moved, by reason: empty or unreadable (the oldest "
+            "record: the whole log is delivered again), past_end (the log's end), mid_record "
+            "(the start of its record)", ["sink", "reason"], registry=r)
         self.sink_lag = Gauge("collector_sink_lag_bytes", "Log bytes a sink has yet to deliver",
                               ["sink"], registry=r)
         self.sink_errors = Counter("collector_sink_errors", "Failed sink writes (retried)",

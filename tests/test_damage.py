@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import grpc
 import pytest
@@ -261,3 +262,92 @@ def test_a_damaged_record_is_quarantined_and_delivery_goes_on(tmp_path, where):
         assert node.stop() == 0
     assert f"{segment} at offset {bad.position - int(segment[:-4])} " in node.stderr
     assert sorted(node.output_ids()) == sorted(want)  # each once
+
+
+# ---------------------------------------------------------- 3, 6. a cursor that is not a position
+
+
+def _delivered_then_stopped(tmp_path) -> tuple:
+    """A collector delivers three batches to its jsonl sink and stops: (the node, the ids, the
+    jsonl cursor's file, the log's record positions and end)."""
+    node = Collector(tmp_path / "c", metrics=True).start()
+    try:
+        async def main():
+            async with Client(node.target) as client:
+                for i in range(3):
+                    await client.send(batch(f"old{i}", 20), batch_id=f"old{i}")
+
+        asyncio.run(main())
+        old = set().union(*(ids(f"old{i}", 20) for i in range(3)))
+        assert node.wait_output(old) == old
+    finally:
+        assert node.stop() == 0
+    log_dir = node.data / "log"
+    records = _records(log_dir)
+    return node, old, node.data / "cursors" / "jsonl.pos", [r.position for r in records], records[-1].end
+
+
+def _send_new(node) -> set:
+    async def main():
+        async with Client(node.target) as client:
+            for i in range(3):
+                await client.send(batch(f"new{i}", 20), batch_id=f"new{i}")
+
+    asyncio.run(main())
+    return set().union(*(ids(f"new{i}", 20) for i in range(3)))
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("damage", ["digits cut", "past the end", "inside a record"])
+def test_a_cursor_off_the_records_is_moved_to_one_and_said(tmp_path, damage):
+    """A sink's cursor that is no record's position (its file's digits cut or changed, or the
+    log cut shorter than it) is moved on start to the start of the record that holds it (the
+    end, past the end), logged as an error and counted; the sink then delivers what comes.
+    Before: every later batch was LOGGED and never delivered, and the log was never freed."""
+    node, old, cursor, positions, end = _delivered_then_stopped(tmp_path)
+    text = cursor.read_text()
+    assert int(text) == end
+    bad = {"digits cut": int(text.strip()[:-1]), "past the end": end + 1000,
+           "inside a record": positions[1] + 5}[damage]
+    assert bad not in positions
+    cursor.write_text(text.strip()[:-1] + "\n" if damage == "digits cut" else "%020d\n" % bad)
+    reason = "past_end" if damage == "past the end" else "mid_record"
+    node.start()
+    try:
+        new = _send_new(node)
+        assert new <= node.wait_output(old | new)  # delivered, not stuck
+        assert node.metric("collector_sink_cursor_resets_total", sink="jsonl", reason=reason) == 1
+        assert node.metric("collector_sink_cursor_resets_total", sink="dead_letter", reason=reason) == 0
+        for _ in range(100):
+            if node.metric("collector_sink_lag_bytes", sink="jsonl") == 0:
+                break
+            time.sleep(0.05)
+        assert node.metric("collector_sink_lag_bytes", sink="jsonl") == 0
+    finally:
+        assert node.stop() == 0
+    start = end if damage == "past the end" else max(p for p in positions if p <= bad)
+    assert f"cursor {cursor} is at {bad}" in node.stderr
+    assert f"starts at position {start}" in node.stderr
+    assert int(cursor.read_text()) > end  # the saves went on from there
+
+
+@pytest.mark.faults
+def test_an_empty_cursor_file_is_said_and_counted(tmp_path):
+    """An empty cursor file (a new one never is: it is written whole before it is used) makes
+    the sink deliver again all the log holds (at-least-once): said in the log, and counted."""
+    node, old, cursor, positions, end = _delivered_then_stopped(tmp_path)
+    assert "cursor" not in node.stderr  # a new collector's new cursors: nothing to say
+    cursor.write_bytes(b"")
+    node.start()
+    try:
+        assert node.metric("collector_sink_cursor_resets_total", sink="jsonl", reason="empty") == 1
+        new = _send_new(node)
+        for _ in range(200):  # every old event twice: the whole log again
+            ids_out = node.output_ids()
+            if len(ids_out) >= 2 * len(old) + len(new):
+                break
+            time.sleep(0.05)
+        assert sorted(ids_out) == sorted(list(old) * 2 + list(new))
+    finally:
+        assert node.stop() == 0
+    assert f"cursor {cursor} is empty" in node.stderr
