@@ -4,12 +4,13 @@ Records are appended to segment files named by the log position (a byte offset t
 of their first record. Each record is checksummed, so a torn tail left by a crash is found and
 cut off on the next start; bytes that are not a sound record elsewhere (with sound records after
 them) are damage, not a tail: readers move them aside to `quarantine/` and go on at the next
-sound record, found by its framing. Appends are committed in groups: whatever arrives while one fsync
-runs goes into the next, and group commits start at most every `commit_interval` seconds, so
-that under steady load each fsync serves more batches (an fsync costs far more CPU than the
-bytes it writes); a reply that says `logged` waits for at most two fsyncs and one interval, and
-an append after a quiet spell is committed at once. Readers (sinks, subscribers) only ever see
-what has been fsynced.
+sound record, found by its framing.
+
+Appends are committed in groups: whatever arrives while one fsync runs goes into the next, and
+group commits start at most every `commit_interval` seconds, so that under steady load each
+fsync serves more batches (an fsync costs far more CPU than the bytes it writes); a reply that
+says `logged` waits for at most two fsyncs and one interval, and an append after a quiet spell
+is committed at once. Readers (sinks, subscribers) only ever see what has been fsynced.
 
 The event loop queues appends and hands out positions; checksums, writes and fsyncs run on the
 log's own thread (the native module computes the checksums of a group commit without the GIL;

@@ -4,7 +4,6 @@ damage is done on purpose to the files a stopped collector left."""
 
 import asyncio
 import errno
-import glob
 import json
 import os
 import subprocess
@@ -17,9 +16,9 @@ import pytest
 from collector.client import Client
 from collector.delivery import Delivery
 from collector.log import DEAD, EVENTS, HEADER_SIZE, Log
-from collector.v1 import collector_pb2 as pb
 from collector.metrics import Metrics
 from collector.sinks import load
+from collector.v1 import collector_pb2 as pb
 from procs import ENV, Collector, free_port
 
 
@@ -118,8 +117,8 @@ def test_a_disk_full_mid_write_leaves_whole_lines_and_no_duplicates(tmp_path, mo
         assert state["calls"] == 2  # the disk did fill up
 
     asyncio.run(main())
-    (closed,) = glob.glob(str(tmp_path / sink_dir(kind) / "*.jsonl"))
-    data = open(closed, "rb").read()
+    (closed,) = (tmp_path / sink_dir(kind)).glob("*.jsonl")
+    data = closed.read_bytes()
     assert data.endswith(b"\n")
     got = [json.loads(line)["event_id"] for line in data.splitlines()]  # every line whole
     assert got == [f"e{i}" for i in range(300)]  # once each, in order
@@ -310,7 +309,7 @@ def test_a_cursor_off_the_records_is_moved_to_one_and_said(tmp_path, damage):
     bad = {"digits cut": int(text.strip()[:-1]), "past the end": end + 1000,
            "inside a record": positions[1] + 5}[damage]
     assert bad not in positions
-    cursor.write_text(text.strip()[:-1] + "\n" if damage == "digits cut" else "%020d\n" % bad)
+    cursor.write_text(text.strip()[:-1] + "\n" if damage == "digits cut" else f"{bad:020d}\n")
     reason = "past_end" if damage == "past the end" else "mid_record"
     node.start()
     try:
@@ -335,7 +334,7 @@ def test_a_cursor_off_the_records_is_moved_to_one_and_said(tmp_path, damage):
 def test_an_empty_cursor_file_is_said_and_counted(tmp_path):
     """An empty cursor file (a new one never is: it is written whole before it is used) makes
     the sink deliver again all the log holds (at-least-once): said in the log, and counted."""
-    node, old, cursor, positions, end = _delivered_then_stopped(tmp_path)
+    node, old, cursor, _, _ = _delivered_then_stopped(tmp_path)
     assert "cursor" not in node.stderr  # a new collector's new cursors: nothing to say
     cursor.write_bytes(b"")
     node.start()
