@@ -234,9 +234,10 @@ function renderSponsors(reply) {
                                                     : 'No sponsor moments in this range');
     return;
   }
-  const revenue = r => {
-    const parts = Object.entries(r.revenue || {}).sort().map(([c, v]) => money(v, c));
-    return parts.length ? parts.join(', ') : '–';
+  const revenue = r => {  // one line per currency
+    const parts = Object.entries(r.revenue || {}).sort()
+      .map(([c, v]) => h('span', {class: 'amount', 'data-currency': c}, money(v, c)));
+    return parts.length ? h('span', {class: 'amounts'}, parts) : '–';
   };
   panels.sponsors.show(ignoredNote(reply), table([
     ['Broadcast', 'broadcast_id', r => r.broadcast_id ?? '(none)'],
@@ -428,16 +429,18 @@ function askToken(message) {
   $('#token').focus();
 }
 
-function tokenMessage() {
-  return state.token
+function refused() {
+  // the token stays in memory only to say it was refused; a reload asks afresh
+  sessionStorage.removeItem(TOKEN_KEY);
+  askToken(state.token
     ? 'This token is not accepted by this collector (unknown or expired). Enter another admin token.'
-    : 'This collector needs an admin token to show its analytics.';
+    : 'This collector needs an admin token to show its analytics.');
 }
 
 function failed(panel, err) {
   if (err.name === 'AbortError') return;
   if (err.status === 401) {
-    askToken(tokenMessage());
+    refused();
     return;
   }
   let text = err.message;
@@ -576,7 +579,7 @@ async function live(params, signal) {
       const res = await fetch(`/v1/analytics/viewers/live?${new URLSearchParams(params)}`,
                               {headers: headers(), signal, cache: 'no-store'});
       if (res.status === 401) {
-        askToken(tokenMessage());
+        refused();
         return;
       }
       if (!res.ok) {
