@@ -235,11 +235,14 @@ def cmd_decode(args) -> int:
 
 def cmd_serve(args) -> int:
     from . import config, logs
+    from .analytics.api import check as check_api
     from .server import serve
 
     try:
         cfg = config.load(args.config, listen=args.listen, data_dir=args.data_dir,
-                          metrics_listen=args.metrics_listen, log_format=args.log_format)
+                          metrics_listen=args.metrics_listen, log_format=args.log_format,
+                          http_listen=args.http_listen)
+        check_api(cfg)
         if cfg.log_format not in ("auto", "json", "text"):
             raise ValueError(f"log_format is auto, json or text, not {cfg.log_format!r}")
         logs.setup(cfg.log_format, cfg.log_level)
@@ -537,6 +540,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--listen", help="address to serve gRPC on (host:port)")
     s.add_argument("--data-dir", help="where the log, cursors and outputs live")
     s.add_argument("--metrics-listen", help="address of the Prometheus endpoint ('' for none)")
+    s.add_argument("--http-listen", help="address of the HTTP API and dashboard "
+                   "(default 127.0.0.1:8080; '' for none)")
     s.add_argument("--log-format", choices=("auto", "json", "text"),
                    help="logs on stderr: JSON lines, text, or auto (text on a terminal)")
     s.set_defaults(func=cmd_serve)

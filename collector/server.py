@@ -282,6 +282,7 @@ class Service:
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self._metrics_server = None
+        self._http = None  # the HTTP API (collector/analytics/api.py)
         self._retention: asyncio.Task | None = None
         self._stopped = asyncio.Event()
 
@@ -319,6 +320,10 @@ class Service:
             await _set(self.health, name, health_pb2.HealthCheckResponse.SERVING)
         if cfg.metrics_listen:
             self._metrics_server = serve_metrics(self.metrics, cfg.metrics_listen)
+        if cfg.http_listen:
+            from .analytics.api import start as start_api
+
+            self._http = await start_api(self)
         log.info("collector listening on %s (port %d)", cfg.listen, self.port)
 
     async def _retain(self) -> None:
@@ -336,6 +341,8 @@ class Service:
         self.stopping = True
         for name in ("",) + SERVICES:
             await _set(self.health, name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self._http is not None:
+            await self._http.stop()
         if self.server is not None:
             await self.server.stop(grace=self.config.drain_seconds)
         deadline = time.monotonic() + self.config.drain_seconds

@@ -54,6 +54,7 @@ class Running:
     def __init__(self, tmp_path, **overrides):
         overrides.setdefault("listen", "127.0.0.1:0")
         overrides.setdefault("metrics_listen", "")
+        overrides.setdefault("http_listen", "")
         overrides.setdefault("data_dir", str(tmp_path / "data"))
         overrides.setdefault("drain_seconds", 5.0)
         self.config = configuration.load(environ={}, **overrides)
