@@ -66,6 +66,7 @@ class Analytics(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     retention_days: int = 365
     retention_days_by_project: dict[str, int] = {}  # project id (a string) -> days
     purge_interval_hours: float = 24.0  # deleted users' bytes are rewritten away this often
+    memory_limit_mb: int = 256  # DuckDB's buffer pool; a query needing more spills to disk
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

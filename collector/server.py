@@ -274,7 +274,12 @@ class Service:
         self.deliveries = [Delivery(self.log, s, os.path.join(data, "cursors"), self.metrics)
                            for s in self.sinks]
         self.streams = _Streams(config.limits.max_streams)
-        self.deletions = None  # users' deletions (collector/analytics/deletions.py), with a store
+        self.deletions = None  # users' deletions and retention passes, with a store
+        if self.store is not None:
+            from .analytics.deletions import Deletions
+
+            self.deletions = Deletions(data, self.store, self.log, self.deliveries, self.metrics,
+                                       purge_interval_hours=config.analytics.purge_interval_hours)
         self.subscriber_lag_bytes = 64 << 20
         self.subscriber_write_seconds = 5.0
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
@@ -314,6 +319,8 @@ class Service:
             raise OSError(f"cannot listen on {cfg.listen}")
         for d in self.deliveries:
             d.start()
+        if self.deletions is not None:
+            self.deletions.start()
         self._retention = asyncio.get_running_loop().create_task(self._retain())
         await self.server.start()
         for name in ("",) + SERVICES:
@@ -345,6 +352,8 @@ class Service:
             await self._http.stop()
         if self.server is not None:
             await self.server.stop(grace=self.config.drain_seconds)
+        if self.deletions is not None:  # one that is not done resumes at the next start
+            await self.deletions.stop()
         deadline = time.monotonic() + self.config.drain_seconds
         for d in self.deliveries:
             await d.drain(max(0.0, deadline - time.monotonic()))

@@ -74,9 +74,11 @@ class DuckStore(Store):
     dialect = "duckdb"
     name = "duckdb"
 
-    def __init__(self, path: str, retention_days: int = 365, by_project: dict[int, int] | None = None):
+    def __init__(self, path: str, retention_days: int = 365, by_project: dict[int, int] | None = None,
+                 memory_limit_mb: int = 256):
         super().__init__(retention_days, by_project)
         self.path = os.path.abspath(path)
+        self.memory_limit_mb = memory_limit_mb
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         self._schema = _schema()
         self._write = threading.Lock()
@@ -89,7 +91,7 @@ class DuckStore(Store):
 
     def _open(self) -> None:
         with _private():
-            self._con = _connect(self.path)
+            self._con = _connect(self.path, self.memory_limit_mb)
         self._con.execute(DDL.format(db=""))
         self._generation = getattr(self, "_generation", 0) + 1
 
@@ -233,9 +235,11 @@ def _private():
         os.umask(old)
 
 
-def _connect(path: str):
+def _connect(path: str, memory_limit_mb: int):
+    """DuckDB's buffer pool would take most of the machine's memory by default: inside the
+    collector it gets a bound of its own, and what a big query needs beyond it spills to disk."""
     try:
-        return duckdb.connect(path)
+        return duckdb.connect(path, config={"memory_limit": f"{memory_limit_mb}MB"})
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
             raise Locked(f"{path} is in use by another process (a running collector serve?): "

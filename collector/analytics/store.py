@@ -93,7 +93,7 @@ def open_store(config) -> Store | None:
         import os
 
         path = a.path or os.path.join(config.data_dir, "analytics.duckdb")
-        return DuckStore(path, a.retention_days, by_project)
+        return DuckStore(path, a.retention_days, by_project, a.memory_limit_mb)
     if a.store == "clickhouse":
         from .clickhouse import ClickHouseStore
 
