@@ -214,8 +214,10 @@ class Api:
     def query(self, request, *, extra=(), needs_from=False):
         """(projects, Query) of an analytics request, its project allowed."""
         projects = self.projects(request)
-        q = parse(self.params(request), projects, extra=extra, needs_from=needs_from)
-        self.allow(projects, q.project_id)
+        params = self.params(request)
+        # the project first: a token without it is refused before it learns what else is missing
+        self.allow(projects, parse(params, projects, extra=extra).project_id)
+        q = parse(params, projects, extra=extra, needs_from=needs_from)
         if self.store is None:
             raise Refused(503, "the analytics store is off ([analytics] store = \"\")")
         return projects, q
