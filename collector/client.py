@@ -134,7 +134,7 @@ class Client:
                     raise
                 for batch_id in pending:
                     attempts[batch_id] = attempts.get(batch_id, 0) + 1
-                await asyncio.sleep(_wait(None, attempt))
+                await asyncio.sleep(_wait(_reply_of(exc), attempt))  # "too many open streams" says when
             finally:
                 feeder.cancel()
                 call.cancel()

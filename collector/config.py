@@ -21,7 +21,15 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # batches being worked on (their bytes, then their normalised events), all projects together
     inflight_bytes: int = 64 << 20
     inflight_bytes_per_project: int = 16 << 20
-    max_streams: int = 256  # concurrent IngestStream and Subscribe calls
+    max_streams: int = 256  # concurrent IngestStream calls
+    max_subscribers: int = 64  # concurrent Subscribe calls (a budget of their own)
+    # calls of one client (API key; without keys, peer address) at once: the rest stay for others
+    max_calls_per_client: int = 128
+    receive_seconds: float = 10.0  # an Ingest or Subscribe request must arrive whole within this
+    stream_idle_seconds: float = 300.0  # an IngestStream with no batch for this long is ended
+    # the log and every sink's files under data_dir (and each sink's own directory) together:
+    # past it ingest is refused with RESOURCE_EXHAUSTED, as at the log's cap
+    max_disk_bytes: int = 16 << 30
     # calls of any kind at once; past it gRPC itself answers RESOURCE_EXHAUSTED before reading
     # the message. With max_message_bytes, this bounds the memory that requests can take.
     max_concurrent_rpcs: int = 512
@@ -76,6 +84,9 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     log_format: str = "auto"  # json, text, or auto: text on a terminal, JSON otherwise
     log_level: str = "info"
     drain_seconds: float = 10.0  # graceful shutdown: how long in-flight work may take
+    # `collector serve`'s umask: the log, outputs, cursors and store hold user ids, so new files
+    # are 0600 and directories 0700 by default (0o022 for 0644 and 0755)
+    umask: int = 0o077
     api_keys: dict[str, list[int]] = {}  # key -> project ids it may send to; none: open
     # the HTTP API (export, metrics, deletion) and the dashboard; empty: off
     http_listen: str = "127.0.0.1:8080"

@@ -554,6 +554,69 @@ class Log:
             position = batch[-1].end
         return self._durable
 
+    async def find_time(self, ms: int) -> int:
+        """`position_at_time` without holding the event loop (a Subscribe from a time): the
+        segment to look in is found by the time of each segment's first record (one header read
+        each), and only it and the one before it are read, on a thread, through files of its own.
+        Received times follow log order but for a group commit's jitter, which the segment
+        before covers."""
+        return await asyncio.to_thread(self._find_time, list(self._segments), self._durable, ms)
+
+    def _find_time(self, segments: list, durable: int, ms: int) -> int:
+        bounds = [(seg, min(durable, nxt)) for seg, nxt in zip(segments, segments[1:] + [durable])]
+        bounds = [(seg, end) for seg, end in bounds if end > seg]
+        first = len(bounds)  # the first segment whose first record is at or after ms
+        for i, (seg, end) in enumerate(bounds):
+            try:
+                with open(self._path(seg), "rb") as f:
+                    head = f.read(HEADER_SIZE)
+            except FileNotFoundError:  # released meanwhile
+                continue
+            if len(head) == HEADER_SIZE and _HEADER.unpack(head)[3] >= ms:
+                first = i
+                break
+        for seg, end in bounds[max(0, first - 1):]:
+            try:
+                with open(self._path(seg), "rb") as f:
+                    data = f.read(end - seg)
+            except FileNotFoundError:
+                continue
+            for offset, size, sound in _frames(data):
+                if sound and _HEADER.unpack_from(data, offset)[3] >= ms:
+                    return seg + offset
+        return durable
+
+    async def record_start(self, position: int) -> int:
+        """`boundary` for a reader asking to start at `position`, without holding the event
+        loop: the position itself when a record starts there (the usual case: one record read),
+        else the start of the record that holds it, found by reading its segment on a thread."""
+        if position >= self._durable:
+            return self._durable
+        i = bisect.bisect_left(self._recent_positions, position)
+        if i < len(self._recent_positions) and self._recent_positions[i] == position:
+            return position
+        seg = self._segment_of(position)
+        if position <= seg:
+            return seg
+        end = min(self._durable, self._next_start(seg))
+        return await asyncio.to_thread(self._record_start, seg, end, position)
+
+    def _record_start(self, seg: int, end: int, position: int) -> int:
+        try:
+            with open(self._path(seg), "rb") as f:
+                f.seek(position - seg)
+                head = f.read(HEADER_SIZE)
+                if len(head) == HEADER_SIZE:
+                    length = _HEADER.unpack(head)[0]
+                    if position + HEADER_SIZE + length <= end:
+                        if _decode_at(head + f.read(length), 0) is not None:
+                            return position
+                f.seek(0)
+                data = f.read(end - seg)
+        except FileNotFoundError:  # released meanwhile: the oldest record then
+            return self._segments[0]
+        return seg + _frame_holding(data, position - seg)[0]
+
     def boundary(self, position: int) -> int:
         """Where a reader at `position` starts without skipping anything: the start of the
         record (or damage) that holds it, the end for a position past it. Reads the position's

@@ -149,6 +149,21 @@ class Budget:
         """The most bytes one batch can ever take."""
         return min(self.total, self.per_project) if project else self.total
 
+    def claim(self, size: int, project: int) -> bool:
+        """Count bytes already taken for no project (the request named none) against the
+        batch's own project too, once its header has been read."""
+        if self._by_project[project] + size > self.per_project:
+            if not self._by_project[project]:
+                del self._by_project[project]
+            return False
+        self._by_project[project] += size
+        return True
+
+    def unclaim(self, size: int, project: int) -> None:
+        self._by_project[project] -= size
+        if not self._by_project[project]:
+            del self._by_project[project]
+
     def give(self, size: int, project: int) -> None:
         self.used -= size
         if project:
@@ -176,6 +191,8 @@ class Pipeline:
         self.budget = Budget(config.limits.inflight_bytes, config.limits.inflight_bytes_per_project)
         self.keys = {key: frozenset(projects) for key, projects in config.api_keys.items()}
         self._replies: collections.OrderedDict = collections.OrderedDict()  # idempotent resends
+        self.disk_used = 0  # bytes of the data directory and the sinks' own, at the last count
+        self.disk_log_end = log.end  # the log's end then
         log.on_commit = metrics.fsync_seconds.observe  # once per group commit
         metrics.inflight_bytes.set_function(lambda: self.budget.used)
         for labels in (_ACCEPTED, _DUPLICATE, _FILTERED):  # shown from the start, at 0
@@ -216,6 +233,24 @@ class Pipeline:
         return self._refuse(batch_id, grpc.StatusCode.RESOURCE_EXHAUSTED,
                             "too many bytes in flight; slow down", self.config.limits.retry_after_ms)
 
+    def too_large(self, batch_id: str, size: int) -> Refused:
+        """A request over limits.max_message_bytes: refused for good (not to be sent again)."""
+        return self._refuse(batch_id, grpc.StatusCode.INVALID_ARGUMENT,
+                            f"the request is {size} bytes, more than limits.max_message_bytes "
+                            f"({self.config.limits.max_message_bytes}); nothing of it was kept and "
+                            "sending it again gives the same: split the batch")
+
+    def draining(self, batch_id: str) -> Refused:
+        """A batch that came after the collector started to drain: to be sent again."""
+        return self._refuse(batch_id, grpc.StatusCode.UNAVAILABLE,
+                            "the collector is draining; nothing of this batch was kept",
+                            self.config.limits.retry_after_ms)
+
+    def disk_full(self) -> bool:
+        """Whether the log and the sinks' files (measured every half second, plus what the
+        log took since) are at limits.max_disk_bytes."""
+        return self.disk_used + self.log.end - self.disk_log_end >= self.config.limits.max_disk_bytes
+
     def not_a_request(self, detail: str) -> pb.IngestReply:
         """The reply to bytes that are not an IngestRequest (counted as a refused batch)."""
         return self._refuse("", grpc.StatusCode.INVALID_ARGUMENT, detail).reply
@@ -253,6 +288,11 @@ class Pipeline:
             return self._refuse(batch_id, grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 "the local log is at its disk cap; sinks are behind",
                                 limits.retry_after_ms * 5)
+        if self.disk_full():
+            return self._refuse(batch_id, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                "the log and the sinks' files are at limits.max_disk_bytes "
+                                f"({limits.max_disk_bytes}); outputs must be taken away",
+                                limits.retry_after_ms * 5)
         size = len(data)
         if not self.budget.take(size, project):
             return self._slow_down(batch_id)
@@ -264,7 +304,7 @@ class Pipeline:
         if not isinstance(work, _Logging):  # answered without the log
             self.budget.give(size, project)
             return work
-        work.budget = (size + work.output, project)
+        work.budget = (size + work.output, work.claimed or project)
         if done is None:  # the caller awaits; it may give up (a cancelled call), the work goes on
             fut = asyncio.get_running_loop().create_future()
             work.done = lambda result: fut.done() or fut.set_result(result)
@@ -290,7 +330,8 @@ class Pipeline:
                                 " and inflight_bytes): send fewer events per batch, or shorter values")
         except BatchError as exc:
             self.metrics.batches.inc(("batch_error", exc.code))
-            record = _dead_record(batch_id, None, exc.code, data, fmt, exc.message)
+            record = _dead_record(batch_id, None, exc.code, data, fmt, exc.message,
+                                  owner=_claimed_owner(data, fmt, budget_project, allowed))
             reply = pb.IngestReply(batch_id=batch_id, batch_error=exc.code, detail=exc.message,
                                    durability=pb.DURABILITY_LOGGED,
                                    status=_STATUS[grpc.StatusCode.INVALID_ARGUMENT])
@@ -305,17 +346,34 @@ class Pipeline:
             return self._refuse(batch_id, grpc.StatusCode.PERMISSION_DENIED,
                                 f"this API key may not send to project {project}")
         output = len(jsonl)
+        if len(data) + output > self.budget.most(project):  # could never be admitted
+            return self._refuse(batch_id, grpc.StatusCode.INVALID_ARGUMENT,
+                                f"the batch and its normalised events take {len(data) + output} bytes, "
+                                "more than one batch may take (limits.inflight_bytes_per_project): "
+                                "send fewer events per batch, or shorter values")
+        claimed = 0
+        if not budget_project and project:  # the request named no project: the batch's own counts
+            if not self.budget.claim(len(data), project):
+                return self._slow_down(batch_id)
+            budget_project = claimed = project
         if not self.budget.take(output, budget_project):
+            if claimed:
+                self.budget.unclaim(len(data), claimed)
             return self._slow_down(batch_id)
         try:
             work = self._keep(batch_id, key, data, fmt, decoded, jsonl, received)
         except BaseException:
             self.budget.give(output, budget_project)
+            if claimed:
+                self.budget.unclaim(len(data), claimed)
             raise
         if isinstance(work, _Logging):
             work.output = output
+            work.claimed = claimed
         else:
             self.budget.give(output, budget_project)
+            if claimed:
+                self.budget.unclaim(len(data), claimed)
         return work
 
     def _keep(self, batch_id, key, data, fmt, decoded, jsonl, received):
@@ -412,7 +470,7 @@ class _Logging:
     """One batch whose records are in the log's queue: what to do once they are fsynced."""
 
     __slots__ = ("pipeline", "batch_id", "key", "digest", "reply", "project", "held", "rejected",
-                 "batch_error", "budget", "output", "done")
+                 "batch_error", "budget", "output", "done", "claimed")
 
     def __init__(self, pipeline, batch_id, key, digest, reply, *, project=0, held=(), rejected=(),
                  batch_error=False):
@@ -427,6 +485,7 @@ class _Logging:
         self.batch_error = batch_error
         self.budget = None
         self.output = 0  # bytes of normalised events counted in flight
+        self.claimed = 0  # the project its bytes were counted for once decoded (none named)
         self.done = None
 
     def logged(self, positions, exc) -> None:
@@ -476,6 +535,39 @@ def _digest(data) -> tuple:
     return len(data), crc32(data)
 
 
+def _claimed_owner(data, fmt: str, project: int, allowed):
+    """(project, user) a batch refused whole is filed under: the project the API key was
+    checked for (the request's, else the key's only one, else the batch's own if the key may
+    send to it), never one the bytes merely claim; the batch's user id when it can be read.
+    None when neither is known."""
+    pid = uid = None
+    try:
+        if fmt == "json":
+            doc = _any.decode(data)
+            if type(doc) is dict:
+                pid, uid = doc.get("pid"), doc.get("uid")
+        else:
+            from .v1 import batch_pb2
+
+            b = batch_pb2.Batch.FromString(bytes(data))
+            pid = b.project_id if b.HasField("project_id") else None
+            uid = b.user_id if b.HasField("user_id") else None
+    except Exception:  # noqa: BLE001 - bytes that cannot be read name no one
+        pass
+    pid = pid if type(pid) is int else None
+    uid = uid if type(uid) is str else None
+    if not project:
+        if allowed is None or pid in allowed:
+            project = pid
+        elif len(allowed) == 1:
+            project = next(iter(allowed))
+        else:
+            project = None
+    if project is None and uid is None:
+        return None
+    return project, uid
+
+
 def _raw_events(data, fmt: str, rejected: list):
     """The raw text of each rejected event (by index, JSON), or None where it cannot be had; and
     the batch's user id, which an event's own text lacks (a user's deletion finds their dead
@@ -496,10 +588,10 @@ def _dead_record(batch_id, index, reason, data, fmt: str, detail: str = "", raw=
     bytes, `owner`: the batch's project and user)."""
     rec = {"batch_id": batch_id, "index": index, "reason": reason, "detail": detail,
            "received_time": time.time_ns() // 1_000_000}
+    if owner is not None:
+        rec["project_id"], rec["user_id"] = owner
     if raw is not None:
         rec["raw"] = raw
-        if owner is not None:
-            rec["project_id"], rec["user_id"] = owner
     elif fmt == "json":
         try:
             rec["raw"] = str(data, "utf-8")

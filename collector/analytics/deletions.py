@@ -88,6 +88,8 @@ def dead_owner(line: bytes) -> tuple[int | None, str | None, bytes]:
     raw = (d.raw or "").encode()
     if d.raw_encoding == "base64":
         raw = base64.b64decode(raw)
+        if d.user_id is not None:  # the line's own fields: the project the key was checked for
+            return d.project_id, d.user_id, raw
         try:
             b = batch_pb2.Batch.FromString(raw)
         except DecodeError:  # not a batch: the bytes alone
