@@ -376,7 +376,7 @@ class EventsServicer(pb_grpc.EventsServicer):
     async def Subscribe(self, request_iterator, context):
         service = self.service
         limits = service.config.limits
-        key, allowed, who = await _open_stream(service, context, service.subscribers, "subscribers")
+        _, allowed, who = await _open_stream(service, context, service.subscribers, "subscribers")
         if not service.clients.take(who):
             await _abort_busy(service, context, f"this client has {limits.max_calls_per_client} calls "
                               "open (limits.max_calls_per_client)")

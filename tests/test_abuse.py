@@ -5,7 +5,6 @@ the whole log, keys reaching past their projects, a drain, oversized requests, b
 file modes and a disk cap. Every test checks that what was acknowledged is delivered."""
 
 import asyncio
-import base64
 import glob
 import json
 import os
@@ -26,7 +25,7 @@ from collector.client import Client
 from collector.log import EVENTS, Log
 from collector.v1 import collector_pb2 as pb
 from collector.v1 import collector_pb2_grpc as pb_grpc
-from procs import ENV, Collector, Receiver, free_port
+from procs import ENV, Collector, free_port
 
 FLOOD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "h2flood.py")
 GOOD = {"good": [8], "other": [9]}
@@ -472,7 +471,7 @@ def test_sinks_output_counts_against_a_disk_cap(server):
             for i in range(60):
                 data = batch(f"bomb{i}", n=1000, dma="x" * 3000)
                 try:
-                    reply = await client.send(data)
+                    await client.send(data)
                 except grpc.aio.AioRpcError as exc:
                     refused = exc
                     break
