@@ -46,12 +46,35 @@ def test_export_shape():
     line = collector.decode(SEED, received_time=1765000000000).to_jsonl().splitlines()[0]
     ev = json.loads(line)
     got = msgspec.to_builtins(export(line))
-    assert list(got) == ["event", "eventId", "userId", "sessionId", "projectId", "timestamp",
-                         "label", "data"]
+    assert list(got) == ["event", "eventId", "userId", "sessionId", "projectId", "broadcastId",
+                         "campaignId", "timestamp", "label", "data"]
     assert got["event"] == ev["action"] and got["eventId"] == ev["event_id"]
     assert got["userId"] == ev["user_id"] and got["sessionId"] == ev["session_id"]
     assert got["projectId"] == ev["project_id"] and got["label"] == ev["label"]
     assert got["timestamp"] == iso_ms(ev["time"]) and got["data"] == ev["params"]
+    assert got["broadcastId"] is None and got["campaignId"] is None
+
+
+@pytest.mark.parametrize("action, params, top, data", [
+    ("poll.voted", {"broadcastId": "b1", "campaignId": 35, "pollId": "p", "optionIndex": 1},
+     {"broadcastId": "b1", "campaignId": 35}, {"pollId": "p", "optionIndex": 1}),
+    ("checkout.completed", {"broadcastId": "b1", "orderId": "o1", "sponsorId": 12, "total": 99.5,
+                            "currency": "NOK", "items": [{"qty": 2}]},
+     {"broadcastId": "b1", "campaignId": None, "orderId": "o1", "sponsorId": 12,
+      "items": [{"qty": 2}], "total": 99.5}, {"currency": "NOK"}),
+    ("cart.item_added", {"productId": "p5"},
+     {"broadcastId": None, "campaignId": None, "orderId": None, "sponsorId": None, "items": None,
+      "total": None}, {"productId": "p5"}),
+])
+def test_export_lifts_the_documented_keys_out_of_data(action, params, top, data):
+    """The product's webhook payload: broadcastId and campaignId on every event, and orderId,
+    sponsorId, items and total on commerce events, at the top level; the rest stays in data."""
+    batch = json.dumps({"pid": 8, "uid": "u", "now": 2000, "pl": [
+        {"euid": "e1", "ea": 20, "t": 1000, "ac": action, "pr": params}]}).encode()
+    got = msgspec.to_builtins(export(collector.decode(batch, received_time=3000).to_jsonl()))
+    assert {k: got[k] for k in top} == top and got["data"] == data
+    assert list(got)[-1] == "data" and set(got) - set(top) - {"data"} == {
+        "event", "eventId", "userId", "sessionId", "projectId", "timestamp", "label"}
 
 
 def _webhook(url, **kw):

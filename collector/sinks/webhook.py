@@ -1,8 +1,14 @@
 """Webhook: POSTs events to a customer's endpoint in the export shape analytics customers consume,
 a JSON array per request:
 
-    [{"event": "poll.voted", "eventId": "...", "userId": "...", "sessionId": 7, "projectId": 35,
+    [{"event": "poll.voted", "eventId": "...", "userId": "...", "sessionId": 7, "projectId": 8,
+      "broadcastId": "real-madrid-vs-mancity-2026-03-11", "campaignId": 35,
       "timestamp": "2026-03-11T21:15:44.123Z", "label": null, "data": {"pollId": "poll_42"}}]
+
+Every event carries `broadcastId` and `campaignId` at the top level (null when it has none),
+and a commerce event (`product.*`, `cart.*`, `checkout.*`) also `orderId`, `sponsorId`, `items`
+and `total`: the product's documented payload. They are lifted out of `data`, which keeps the
+rest of the event's params as sent.
 
 Requests are batched by count (`max_events`), size (`max_bytes`) and time (`linger_seconds`).
 Each is signed: `X-Timestamp: <unix seconds>` and `X-Signature: sha256=<hex>`, the HMAC-SHA256
@@ -23,6 +29,7 @@ import hmac
 import logging
 import random
 import time
+from typing import Any
 
 import msgspec
 
@@ -32,14 +39,25 @@ from . import Sink
 log = logging.getLogger("collector.sinks.webhook")
 
 
-class Export(msgspec.Struct, omit_defaults=False):
+TOP = ("broadcastId", "campaignId")  # lifted out of `data` for every event
+COMMERCE_TOP = ("orderId", "sponsorId", "items", "total")  # and for commerce events
+COMMERCE = ("product.", "cart.", "checkout.")
+
+
+class Export(msgspec.Struct, omit_defaults=True, kw_only=True):  # omitted: UNSET commerce keys
     event: str
     eventId: str
     userId: str | None
     sessionId: int | None
     projectId: int
+    broadcastId: Any
+    campaignId: Any
     timestamp: str
     label: str | None
+    orderId: Any = msgspec.UNSET  # commerce events only
+    sponsorId: Any = msgspec.UNSET
+    items: Any = msgspec.UNSET
+    total: Any = msgspec.UNSET
     data: dict
 
 
@@ -68,8 +86,13 @@ def iso_ms(ms: int) -> str:
 def export(line: bytes) -> Export:
     """A normalised event (one JSON line) in the webhook's export shape."""
     e = _events.decode(line)
-    return Export(e.action, e.event_id, e.user_id, e.session_id, e.project_id, iso_ms(e.time),
-                  e.label, _data.decode(e.params))
+    data = _data.decode(e.params)
+    lifted = {k: data.pop(k, None) for k in TOP}
+    if e.action.startswith(COMMERCE):
+        lifted.update((k, data.pop(k, None)) for k in COMMERCE_TOP)
+    return Export(event=e.action, eventId=e.event_id, userId=e.user_id, sessionId=e.session_id,
+                  projectId=e.project_id, timestamp=iso_ms(e.time), label=e.label, data=data,
+                  **lifted)
 
 
 def sign(secret: bytes, timestamp: str, body: bytes) -> str:
@@ -179,9 +202,10 @@ class WebhookSink(Sink):
         be made to forget what it was sent): one signed request, retried like events, of one
         `user.deleted` item in the export shape (`eventId` is the deletion's id)."""
         body = b"[" + _encode(Export(
-            "user.deleted", notice["deletion_id"], notice["user_id"], None, notice["project_id"],
-            iso_ms(notice["requested_at"]), None,
-            {"deletion_id": notice["deletion_id"], "received_up_to": notice["requested_at"]})) + b"]"
+            event="user.deleted", eventId=notice["deletion_id"], userId=notice["user_id"],
+            sessionId=None, projectId=notice["project_id"], broadcastId=None, campaignId=None,
+            timestamp=iso_ms(notice["requested_at"]), label=None,
+            data={"deletion_id": notice["deletion_id"], "received_up_to": notice["requested_at"]})) + b"]"
         await self._post(body, [])
 
     def _count(self, outcome: str, n: int) -> None:
