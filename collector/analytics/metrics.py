@@ -68,8 +68,8 @@ def viewers(store: Store, query: Query) -> dict:
     piece is an interval [a, e) of watching, a user's intervals never overlap, and the count at
     an instant is the number of intervals holding it: each interval adds 1 from the bucket
     whose end is the first at or after a, up to the bucket whose end is the first at or after e.
-    SQL gives those +1/-1 per bucket (one window pass over B's events, linear in them), Python
-    the running sum.
+    SQL gives those +1/-1 per bucket (one window pass over B's events, linear in them, that
+    also counts the unique viewers), Python the running sum.
     """
     if "broadcastId" not in query.filters:
         raise BadRequest("missing_parameter", "viewers needs broadcastId", "broadcastId")
@@ -83,34 +83,40 @@ def viewers(store: Store, query: Query) -> dict:
     order = (f"PARTITION BY user_id ORDER BY time, CASE action WHEN {store.quote(JOINED)} THEN 0 "
              f"WHEN {store.quote(LEFT)} THEN 2 ELSE 1 END")
     pieces = f"""
-        SELECT time AS a,
+        SELECT user_id, action, time AS a,
                least(lead(time, 1, {end}) OVER ({order}), time + {idle_ms + 1}) AS e,
                {f['last'](f"CASE action WHEN {store.quote(JOINED)} THEN 1 WHEN {store.quote(LEFT)} THEN 0 END")}
                    OVER ({order} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS joined
         FROM events WHERE {history}"""
     spans = f"""
-        SELECT {f['div'](f'greatest(a, {start}) - {start}', step)} AS i,
-               CASE WHEN e >= {end} THEN {n} ELSE {f['div'](f'e - {start}', step)} END AS j
-        FROM ({pieces}) AS p WHERE joined = 1 AND e > {start}"""
-    # +(i + 1) where an interval starts counting, -(j + 1) where it stops
+        SELECT user_id, action, a, joined = 1 AND e > {start} AS counts,
+               {f['div'](f'greatest(a, {start}) - {start}', step)} AS i,
+               CASE WHEN e >= {end} THEN {n} ELSE {f['div'](f'greatest(e, {start}) - {start}', step)} END AS j
+        FROM ({pieces}) AS p"""
+    # per row: +(i + 1) where its interval starts counting, -(j + 1) where it stops, and 0 for
+    # a join in the range (its distinct users are the unique viewers)
+    marks = (f"[CASE WHEN counts AND i < j THEN i + 1 END, "
+             f"CASE WHEN counts AND i < j AND j < {n} THEN -(j + 1) END, "
+             f"CASE WHEN action = {store.quote(JOINED)} AND a >= {start} THEN 0 END]")
     moves = store.query(f"""
-        SELECT x, count(*) FROM (
-            SELECT {f['explode'](f'[i + 1, -(j + 1)]')} AS x FROM ({spans}) AS s WHERE i < j
-        ) AS m GROUP BY x""")
-    change = [0] * (n + 1)
-    for x, count in moves:
-        change[x - 1 if x > 0 else -x - 1] += count if x > 0 else -count
+        SELECT x, count(*), {f['distinct']('user_id')} FROM (
+            SELECT user_id, {f['explode'](marks)} AS x FROM ({spans}) AS s
+        ) AS m WHERE x IS NOT NULL GROUP BY x""")
+    change, unique = [0] * n, 0
+    for x, count, users in moves:
+        if x == 0:
+            unique = users
+        else:
+            change[x - 1 if x > 0 else -x - 1] += count if x > 0 else -count
     series, watching = [], 0
     for i, t in enumerate(starts):
         watching += change[i]
         series.append({"t": t, "viewers": watching})
     peak = max((s["viewers"] for s in series), default=0)
-    joined = store.query(f"SELECT {f['distinct']('user_id')} FROM events WHERE "
-                         f"{store.where(query, ignore=('sponsorId',))} AND action = {store.quote(JOINED)}")
     return _with_ignored({
         "series": series, "peak": peak,
         "peak_at": next((s["t"] for s in series if s["viewers"] == peak), None),
-        "unique_viewers": joined[0][0],
+        "unique_viewers": unique,
     }, query, ("sponsorId",))
 
 
@@ -135,35 +141,35 @@ def engagement(store: Store, query: Query) -> dict:
 
 def polls(store: Store, query: Query) -> dict:
     """Each user's latest vote per poll counts (latest time, then greater event id); an option
-    is named by the latest vote counted for it, a poll by its latest vote with a question."""
+    is named by the latest vote counted for it, a poll by its latest vote with a question. One
+    pass over the votes: a row per option counted."""
+    f = _sql(store)
+    poll = "PARTITION BY broadcast_id, poll_id"
     latest = "ORDER BY time DESC, event_id DESC"
-    votes = (f"SELECT broadcast_id, poll_id, user_id, time, event_id, option_index, option, "
-             f"question FROM events WHERE {store.where(query, ignore=('sponsorId',))} "
-             f"AND action = 'poll.voted' AND poll_id IS NOT NULL")
-    counted = (f"SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY broadcast_id, poll_id, "
-               f"user_id {latest}) AS r FROM ({votes}) AS v) AS c WHERE r = 1")
+    counted = f"""
+        SELECT * FROM (
+            SELECT broadcast_id, poll_id, time, event_id, option_index, option,
+                   {f['last']('question')} OVER ({poll} ORDER BY time, event_id
+                       ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS question,
+                   row_number() OVER ({poll}, user_id {latest}) AS r
+            FROM events WHERE {store.where(query, ignore=('sponsorId',))}
+                AND action = 'poll.voted' AND poll_id IS NOT NULL
+        ) AS v WHERE r = 1"""
     rows = store.query(f"""
-        SELECT 0, broadcast_id, poll_id, option_index, option, n FROM (
-            SELECT broadcast_id, poll_id, option_index, option,
-                   count(*) OVER (PARTITION BY broadcast_id, poll_id, option_index) AS n,
-                   row_number() OVER (PARTITION BY broadcast_id, poll_id, option_index {latest}) AS k
-            FROM ({counted}) AS c) AS o WHERE k = 1
-        UNION ALL
-        SELECT 1, broadcast_id, poll_id, NULL, question, NULL FROM (
-            SELECT broadcast_id, poll_id, question,
-                   row_number() OVER (PARTITION BY broadcast_id, poll_id {latest}) AS k
-            FROM ({votes}) AS v WHERE question IS NOT NULL) AS q WHERE k = 1""")
+        SELECT broadcast_id, poll_id, question, option_index, option, n FROM (
+            SELECT broadcast_id, poll_id, question, option_index, option,
+                   count(*) OVER ({poll}, option_index) AS n,
+                   row_number() OVER ({poll}, option_index {latest}) AS k
+            FROM ({counted}) AS c
+        ) AS o WHERE k = 1""")
     found: dict[tuple, dict] = {}
-    for kind, b, p, index, text, n in rows:
-        poll = found.setdefault((b, p), {"broadcast_id": b, "poll_id": p, "question": None,
-                                         "voters": 0, "options": []})
-        if kind == 1:
-            poll["question"] = text
-        else:
-            poll["voters"] += n
-            poll["options"].append({"index": index, "option": text, "votes": n})
-    for poll in found.values():
-        poll["options"].sort(key=lambda o: (o["index"] is None, o["index"] or 0))
+    for b, p, question, index, option, n in rows:
+        entry = found.setdefault((b, p), {"broadcast_id": b, "poll_id": p, "question": question,
+                                          "voters": 0, "options": []})
+        entry["voters"] += n
+        entry["options"].append({"index": index, "option": option, "votes": n})
+    for entry in found.values():
+        entry["options"].sort(key=lambda o: (o["index"] is None, o["index"] or 0))
     return _with_ignored({"polls": [found[k] for k in sorted(
         found, key=lambda k: (k[0] is not None, k[0] or "", k[1]))]}, query, ("sponsorId",))
 
@@ -252,42 +258,45 @@ def _steps(query: Query) -> list[str]:
 
 
 def funnel(store: Store, query: Query) -> dict:
-    """A user reaches step k with events of steps 1..k in time order (equal times allowed)
-    within `window` of the first: ClickHouse's `windowFunnel`. It keeps, per step, the latest
-    start of a chain reaching that step so far, which is the best start for the steps after;
-    DuckDB computes the same per step with a running maximum over the user's events."""
+    """A user reaches step k with events of steps 1..k in time order (equal times allowed, one
+    event may stand for two equal steps) within `window` of the first: ClickHouse's
+    `windowFunnel`, which keeps per step the latest start of a chain reaching it so far (the
+    best start for the steps after); DuckDB the same with as-of joins."""
     steps = _steps(query)
     window = int_param(query, "window", 86400) * 1000
     base = max(query.start if query.start is not None else store.cutoff(query.project_id),
                store.cutoff(query.project_id))
-    where = f"{store.where(query)} AND action IN ({', '.join(map(store.quote, sorted(set(steps))))})"
+    where = store.where(query)
     if store.dialect == "clickhouse":
         conditions = ", ".join(f"action = {store.quote(s)}" for s in steps)
-        levels = (f"SELECT windowFunnel({window})(toUInt64(time - {base}), {conditions}) AS level "
-                  f"FROM events WHERE {where} GROUP BY user_id")
+        actions = ", ".join(map(store.quote, sorted(set(steps))))
+        reached = dict(store.query(
+            f"SELECT level, count(*) FROM (SELECT windowFunnel({window})(toUInt64(time - {base}), "
+            f"{conditions}) AS level FROM events WHERE {where} AND action IN ({actions}) "
+            f"GROUP BY user_id) AS l GROUP BY level"))
+        users = [sum(n for level, n in reached.items() if level >= k) for k in range(1, len(steps) + 1)]
     else:
-        levels = _funnel_duckdb(store, steps, window, where)
-    reached = dict(store.query(f"SELECT level, count(*) FROM ({levels}) AS l GROUP BY level"))
-    users = [sum(n for level, n in reached.items() if level >= k) for k in range(1, len(steps) + 1)]
+        users = [n for _, n in sorted(store.query(_funnel_duckdb(store, steps, window, where)))]
     return {"steps": [{"action": a, "users": n, "conversion": _ratio(n, users[0])}
                       for a, n in zip(steps, users)]}
 
 
 def _funnel_duckdb(store: Store, steps: list[str], window: int, where: str) -> str:
-    """Each user's level by windowFunnel's rule: a row per (event, step it matches), and per
-    step k a pass giving each step-k row the latest chain start among the step k-1 rows at or
-    before it (rows in time order, at equal times the lower step first), kept when within the
-    window."""
-    cases = " ".join(f"WHEN {store.quote(a)} THEN [{', '.join(str(i + 1) for i, s in enumerate(steps) if s == a)}]"
-                     for a in sorted(set(steps)))
-    sql = (f"SELECT user_id, time, s, CASE WHEN s = 1 THEN time END AS f FROM ("
-           f"SELECT user_id, time, unnest(CASE action {cases} END) AS s FROM events WHERE {where}) AS e")
-    for k in range(2, len(steps) + 1):
-        sql = (f"SELECT user_id, time, s, CASE WHEN s = {k} THEN (CASE WHEN time - m <= {window} "
-               f"THEN m END) ELSE f END AS f FROM (SELECT *, max(CASE WHEN s = {k - 1} THEN f END) "
-               f"OVER (PARTITION BY user_id ORDER BY time, s ROWS UNBOUNDED PRECEDING) AS m "
-               f"FROM ({sql}) AS p{k}) AS q{k}")
-    return f"SELECT max(CASE WHEN f IS NOT NULL THEN s ELSE 0 END) AS level FROM ({sql}) AS r GROUP BY user_id"
+    """windowFunnel's rule with as-of joins. The chains reaching step k, kept as (user, time of
+    their step-k event, latest start), grow by each step-(k+1) event joined to the user's latest
+    chain at or before it: starts only grow with time, so the latest is the best start."""
+    def events(action: str) -> str:
+        return f"SELECT user_id, time FROM events WHERE {where} AND action = {store.quote(action)}"
+
+    levels = [f"l1 AS MATERIALIZED (SELECT user_id, time, time AS f FROM ({events(steps[0])}) AS e)"]
+    for k, action in enumerate(steps[1:], 2):
+        levels.append(f"""l{k} AS MATERIALIZED (
+            SELECT c.user_id, c.time, p.f FROM ({events(action)}) AS c
+            ASOF JOIN l{k - 1} AS p ON c.user_id = p.user_id AND c.time >= p.time
+            WHERE c.time - p.f <= {window})""")
+    counts = " UNION ALL ".join(f"SELECT {k} AS level, count(DISTINCT user_id) AS n FROM l{k}"
+                                for k in range(1, len(steps) + 1))
+    return f"WITH {', '.join(levels)} {counts}"
 
 
 # ------------------------------------------------------------------------------ activity
