@@ -432,8 +432,22 @@ def _tail_nats(args) -> int:
 # ------------------------------------------------------------------------------------ main
 
 
+def version_line() -> str:
+    """`collector 0.1.0 (native decoder)`: the release, and which decoder this install runs."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .decode import DECODER
+
+    try:
+        release = version("event-collector")
+    except PackageNotFoundError:  # a source tree that was never installed
+        release = "unknown"
+    return f"collector {release} ({DECODER} decoder)"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="collector", description=__doc__)
+    p.add_argument("--version", action="version", version=version_line())
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("decode", help="decode batches to normalised JSON Lines")
