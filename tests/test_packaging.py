@@ -36,7 +36,7 @@ def test_sdist_holds_the_sources(dists):
         names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
     for needed in ("LICENSE", "README.md", "native/_native.pyx", "proto/collector/v1/batch.proto",
                    "proto/collector/v1/collector.proto", "collector/py.typed", "setup.py",
-                   "pyproject.toml", "constraints.txt"):
+                   "pyproject.toml", "constraints.txt", "examples/collector.toml"):
         assert needed in names, needed
     assert not any(n.endswith("_pb2.py") or n == "native/_native.c" for n in names)
 
