@@ -1,11 +1,15 @@
-"""Build steps that need code: protobuf modules from proto/, and the native decoder from native/.
+"""Build steps that need code: protobuf modules from proto/, the native decoder from native/,
+and the dependencies that depend on them.
 
 If the native extension cannot be built, the install still succeeds with the pure-Python
-decoder, and says so.
+decoder, and says so. The generated protobuf modules need a protobuf runtime at least as new as
+the protoc that generated them (and of the same major version), so that bound is read from the
+generated code itself rather than written down by hand.
 """
 
 import glob
 import os
+import re
 import sys
 
 from setuptools import Extension, setup
@@ -33,6 +37,30 @@ def generate_protos() -> None:
     ]
     if protoc.main(args) != 0:
         raise RuntimeError("protoc failed on " + " ".join(protos))
+
+
+def protobuf_requirement() -> str:
+    """`protobuf>=X.Y.Z,<X+1`: what the generated modules accept (they check at import)."""
+    generate_protos()
+    with open(os.path.join(HERE, "collector", "v1", "batch_pb2.py"), encoding="utf-8") as f:
+        found = re.search(r"^# Protobuf Python Version: (\d+)\.(\d+)\.(\d+)", f.read(), re.M)
+    if found is None:
+        raise RuntimeError("the generated protobuf code does not say its runtime version")
+    major, minor, patch = map(int, found.groups())
+    return f"protobuf>={major}.{minor}.{patch},<{major + 1}"
+
+
+# What a running collector imports (grpcio-tools only builds: it is not one of them).
+DEPENDENCIES = [
+    "grpcio>=1.60",
+    "grpcio-health-checking>=1.60",
+    "grpcio-reflection>=1.60",
+    "msgspec>=0.18",
+    "prometheus-client>=0.17",
+    "aiohttp>=3.9",
+    "duckdb>=2.0,<2.1",  # one minor series: a file written by one is read by the next, not back
+    "pyarrow>=14",  # the store's inserts and the Parquet export: typed columns
+]
 
 
 class BuildPy(build_py):
@@ -78,4 +106,8 @@ def extensions():
     return cythonize([ext], language_level=3, compiler_directives={"binding": False})
 
 
-setup(cmdclass={"build_py": BuildPy, "build_ext": OptionalBuildExt}, ext_modules=extensions())
+setup(
+    cmdclass={"build_py": BuildPy, "build_ext": OptionalBuildExt},
+    ext_modules=extensions(),
+    install_requires=[*DEPENDENCIES, protobuf_requirement()],
+)

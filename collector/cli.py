@@ -13,7 +13,18 @@ import time
 import msgspec
 
 from . import decode
+from .build import version_line
+from .config import ConfigError, Limits
 from .errors import BatchError
+
+
+class Usage(Exception):
+    """A usage or configuration error: one line, exit status 2."""
+
+
+class Failure(Exception):
+    """A run-time failure (an input unreadable, the collector unreachable or refusing): one
+    line, exit status 1."""
 
 
 # --------------------------------------------------------------------------- reading input
@@ -45,10 +56,11 @@ def _read_varint(f) -> int | None:
     raise Truncated("length prefix longer than 10 bytes", prefix)
 
 
-def batches(f, fmt: str):
+def batches(f, fmt: str, max_bytes: int = Limits().max_message_bytes):
     """Yield each batch of a binary stream as bytes: JSON Lines (json) or varint-delimited
     messages (protobuf, as writeDelimitedTo writes them). A broken protobuf stream yields one
-    Truncated and stops: nothing after it can be framed."""
+    Truncated and stops: nothing after it can be framed. A length prefix over `max_bytes` is
+    broken too (a file that is not protobuf reads as lengths of exabytes)."""
     if fmt == "json":
         for line in f:
             line = line.rstrip(b"\r\n")
@@ -60,6 +72,9 @@ def batches(f, fmt: str):
             size = _read_varint(f)
             if size is None:
                 return
+            if size > max_bytes:
+                raise Truncated(f"a length prefix of {size} bytes, over limits.max_message_bytes "
+                                f"({max_bytes}): not varint-delimited protobuf?")
             data = f.read(size)
             if len(data) < size:
                 raise Truncated(f"message of {size} bytes cut short at {len(data)}", data)
@@ -67,15 +82,6 @@ def batches(f, fmt: str):
             yield exc
             return
         yield data
-
-
-def _open_inputs(files):
-    for name in files or ["-"]:
-        if name == "-":
-            yield name, sys.stdin.buffer
-        else:
-            with open(name, "rb") as f:
-                yield name, f
 
 
 class Progress:
@@ -171,9 +177,13 @@ class InputError(Exception):
     """An input that cannot be opened or read (not an output error, which must not pass for one)."""
 
 
+def _label(name: str) -> str:
+    return "<stdin>" if name == "-" else name
+
+
 def _input(name: str, fmt: str):
     """The batches of one input ('-' is stdin); I/O errors of this input become InputError."""
-    label = "<stdin>" if name == "-" else name
+    label = _label(name)
     try:
         f = contextlib.nullcontext(sys.stdin.buffer) if name == "-" else open(name, "rb")
         with f as stream:
@@ -199,8 +209,7 @@ def cmd_decode(args) -> int:
             try:
                 for data in _input(name, args.format):
                     if isinstance(data, Truncated):
-                        where = "<stdin>" if name == "-" else name
-                        dead.batch_error(n, "malformed_json", f"{where}: {data}", data.data)
+                        dead.batch_error(n, "malformed_json", f"{_label(name)}: {data}", data.data)
                         n += 1
                         break
                     try:
@@ -238,17 +247,14 @@ def cmd_serve(args) -> int:
     from .analytics.api import check as check_api
     from .server import serve
 
+    cfg = config.load(args.config, listen=args.listen, data_dir=args.data_dir,
+                      metrics_listen=args.metrics_listen, log_format=args.log_format,
+                      http_listen=args.http_listen)
     try:
-        cfg = config.load(args.config, listen=args.listen, data_dir=args.data_dir,
-                          metrics_listen=args.metrics_listen, log_format=args.log_format,
-                          http_listen=args.http_listen)
         check_api(cfg)
-        if cfg.log_format not in ("auto", "json", "text"):
-            raise ValueError(f"log_format is auto, json or text, not {cfg.log_format!r}")
-        logs.setup(cfg.log_format, cfg.log_level)
-    except (OSError, ValueError) as exc:
-        print(f"collector serve: {exc}", file=sys.stderr)
-        return 2
+    except ValueError as exc:
+        raise Usage(str(exc)) from None
+    logs.setup(cfg.log_format, cfg.log_level)
     return asyncio.run(serve(cfg))
 
 
@@ -324,24 +330,84 @@ def cmd_import(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------- config
+
+
+def cmd_config(args) -> int:
+    """`check`: the configuration loads (exit 0) or one line says what is wrong (exit 2);
+    `show`: the effective configuration, as TOML, each value with where it came from."""
+    from . import config
+
+    cfg, origins = config.resolve(args.config)
+    if args.action == "show":
+        sys.stdout.write(config.show(cfg, origins))
+    else:
+        print(f"{args.config or 'the defaults'}: ok ({len(cfg.sinks)} sinks)")
+    return 0
+
+
+# ------------------------------------------------------------------------ send and tail
+
+
+def _tls_root(args) -> bytes | None:
+    if not args.tls_root:
+        return None
+    try:
+        with open(args.tls_root, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise Usage(f"--tls-root {args.tls_root}: {exc.strerror or exc}") from None
+
+
+async def _connect(channel, args) -> None:
+    """Wait for the channel to be ready, for --connect-timeout at most: gRPC alone would go on
+    trying (a closed port, a bad address, a TLS mismatch) without a word."""
+    try:
+        await asyncio.wait_for(channel.channel_ready(), args.connect_timeout)
+    except asyncio.TimeoutError:
+        raise Failure(f"{args.address}: no connection within {args.connect_timeout:g} s "
+                      "(is a collector listening there? with TLS, is --tls-root right?)") from None
+
+
+def _run(main) -> None:
+    """Run the command's coroutine; a call the collector ended is one line."""
+    import grpc
+
+    try:
+        asyncio.run(main)
+    except grpc.aio.AioRpcError as exc:
+        raise Failure(f"{exc.code().name}: {exc.details()}") from None
+
+
 # ------------------------------------------------------------------------------------ send
 
 
 def cmd_send(args) -> int:
-    from .client import Client
+    """Replay batches; a batch the SPEC rejects is counted, one the collector refuses for any
+    other reason than load (a key, a limit) ends the run: every batch after it would be too."""
+    import grpc
 
-    tls_root = open(args.tls_root, "rb").read() if args.tls_root else None
-    totals = {"batches": 0, "accepted": 0, "duplicate": 0, "filtered": 0, "rejected": 0, "refused": 0}
+    from .client import RETRYABLE, Client
+
+    tls_root = _tls_root(args)
+    for name in args.files:  # every input opens, or nothing is sent
+        if name == "-":
+            continue
+        try:
+            open(name, "rb").close()
+        except OSError as exc:
+            raise Failure(f"{name}: {exc.strerror or exc}") from None
+    totals = {"batches": 0, "rejected_batches": 0, "refused_batches": 0,
+              "accepted": 0, "duplicate": 0, "filtered": 0, "rejected": 0}
     progress = Progress("send")
 
     def requests(stream_index: int, streams: int):
         i = 0
         started = time.monotonic()
-        for name, f in _open_inputs(args.files):
-            for data in batches(f, args.format):
-                if isinstance(data, EOFError):
-                    print(f"collector send: {name}: {data}", file=sys.stderr)
-                    return
+        for name in args.files or ["-"]:
+            for data in _input(name, args.format):
+                if isinstance(data, Truncated):
+                    raise InputError(f"{_label(name)}: {data}")
                 if i % streams == stream_index:
                     if args.rate:  # batches per second, over all streams
                         delay = started + (i + 1) / args.rate - time.monotonic()
@@ -355,22 +421,25 @@ def cmd_send(args) -> int:
 
     async def one_stream(client, index: int):
         async for reply in client.stream(requests(index, args.streams)):
+            if reply.status and not reply.batch_error and reply.status not in RETRYABLE:
+                code = next(c.name for c in grpc.StatusCode if c.value[0] == reply.status)
+                raise Failure(f"{code}: {reply.detail}")
             totals["batches"] += 1
             if reply.batch_error or reply.status:
-                totals["refused" if not reply.batch_error else "rejected"] += 1
+                totals["rejected_batches" if reply.batch_error else "refused_batches"] += 1
             for key in ("accepted", "duplicate", "filtered", "rejected"):
                 totals[key] += getattr(reply, key)
             progress.update(", ".join(f"{k} {v}" for k, v in totals.items()))
 
     async def main():
         async with Client(args.address, api_key=args.api_key, tls_root=tls_root) as client:
+            await _connect(client.channel, args)
             await asyncio.gather(*(one_stream(client, i) for i in range(args.streams)))
 
     try:
-        asyncio.run(main())
-    except OSError as exc:
-        print(f"collector send: {exc}", file=sys.stderr)
-        return 1
+        _run(main())
+    except InputError as exc:
+        raise Failure(str(exc)) from None
     finally:
         progress.done()
     print(json.dumps(totals))
@@ -384,29 +453,24 @@ def cmd_tail(args) -> int:
     if args.nats:
         return _tail_nats(args)
     if not args.address:
-        print("collector tail: give the collector's ADDRESS, or --nats URL", file=sys.stderr)
-        return 2
-    import grpc
-
+        raise Usage("give the collector's ADDRESS, or --nats URL")
     from .client import channel
     from .convert import protobuf_to_event
     from .v1 import collector_pb2 as pb
     from .v1 import collector_pb2_grpc as pb_grpc
 
     request = pb.SubscribeRequest(project_ids=args.project, actions=args.action, user_id=args.user or "")
-    start = args.start or "now"
-    if start.startswith("position:"):
-        request.from_position = int(start.split(":", 1)[1])
-    elif start.startswith("time:"):
-        request.from_time = int(start.split(":", 1)[1])
-    elif start != "now":
-        print("collector tail: --from is now, position:N or time:MS", file=sys.stderr)
-        return 2
+    kind, number = _start(args.start or "now", ("now",))
+    if kind == "position":
+        request.from_position = number
+    elif kind == "time":
+        request.from_time = number
     metadata = (("authorization", f"Bearer {args.api_key}"),) if args.api_key else ()
-    tls_root = open(args.tls_root, "rb").read() if args.tls_root else None
+    tls_root = _tls_root(args)
 
     async def main():
         async with channel(args.address, tls_root=tls_root) as ch:
+            await _connect(ch, args)
             count = 0
             async for msg in pb_grpc.EventsStub(ch).Subscribe(request, metadata=metadata):
                 ev = protobuf_to_event(msg)
@@ -419,13 +483,20 @@ def cmd_tail(args) -> int:
                     return
 
     try:
-        asyncio.run(main())
+        _run(main())
     except KeyboardInterrupt:
-        return 0
-    except grpc.aio.AioRpcError as exc:
-        print(f"collector tail: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        return 1
+        pass
     return 0
+
+
+def _start(value: str, words: tuple) -> tuple[str, int]:
+    """--from: one of `words` (number 0), position:N or time:MS."""
+    kind, _, number = value.partition(":")
+    if value in words:
+        return value, 0
+    if kind in ("position", "time") and number.isdigit():
+        return kind, int(number)
+    raise Usage(f"--from {value}: not {', '.join(words)}, position:N or time:MS")
 
 
 def _tail_nats(args) -> int:
@@ -441,19 +512,15 @@ def _tail_nats(args) -> int:
 
     deliver = {"all": api.DeliverPolicy.ALL, "now": api.DeliverPolicy.NEW}
     config = api.ConsumerConfig(ack_policy=api.AckPolicy.EXPLICIT)
-    start = args.start or "all"
-    if start in deliver:
-        config.deliver_policy = deliver[start]
-    elif start.startswith("position:"):
-        config.deliver_policy, config.opt_start_seq = api.DeliverPolicy.BY_START_SEQUENCE, int(start[9:])
-    elif start.startswith("time:"):
-        ms = int(start[5:])
-        config.deliver_policy = api.DeliverPolicy.BY_START_TIME
-        config.opt_start_time = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + \
-            f".{ms % 1000:03d}Z"
+    kind, number = _start(args.start or "all", tuple(deliver))
+    if kind in deliver:
+        config.deliver_policy = deliver[kind]
+    elif kind == "position":
+        config.deliver_policy, config.opt_start_seq = api.DeliverPolicy.BY_START_SEQUENCE, number
     else:
-        print("collector tail: with --nats, --from is all, now, position:SEQ or time:MS", file=sys.stderr)
-        return 2
+        config.deliver_policy = api.DeliverPolicy.BY_START_TIME
+        config.opt_start_time = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(number // 1000)) + \
+            f".{number % 1000:03d}Z"
     project = args.project[0] if len(args.project) == 1 else "*"
     subject = f"{args.subject_prefix}.{project}.>"
     wanted = patterns(args.action)
@@ -467,7 +534,18 @@ def _tail_nats(args) -> int:
         return protobuf_to_event(msg)
 
     async def main():
-        nc = await nats.connect(args.nats.split(","), connect_timeout=3, max_reconnect_attempts=-1)
+        errors = []
+
+        async def error(exc):  # the last one says why, instead of nats-py's tracebacks
+            errors[:] = [exc]
+
+        try:  # nats-py would try again for ever
+            nc = await asyncio.wait_for(nats.connect(args.nats.split(","), max_reconnect_attempts=-1,
+                                                     connect_timeout=args.connect_timeout,
+                                                     error_cb=error), args.connect_timeout)
+        except asyncio.TimeoutError:
+            why = "".join(f" ({type(e).__name__}: {e})" for e in errors)
+            raise Failure(f"{args.nats}: no connection within {args.connect_timeout:g} s{why}") from None
         try:
             sub = await nc.jetstream().pull_subscribe(subject, durable=args.durable, stream=args.stream,
                                                       config=config)
@@ -501,10 +579,11 @@ def _tail_nats(args) -> int:
     try:
         asyncio.run(main())
     except KeyboardInterrupt:
-        return 0
+        pass
+    except Failure:
+        raise
     except Exception as exc:  # noqa: BLE001 - a clear message, not a traceback
-        print(f"collector tail: NATS: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        raise Failure(f"NATS: {type(exc).__name__}: {exc}") from None
     return 0
 
 
@@ -522,6 +601,7 @@ def cmd_demo(args) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="collector", description=__doc__)
+    p.add_argument("--version", action="version", version=version_line())
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("decode", help="decode batches to normalised JSON Lines")
@@ -561,6 +641,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--streams", type=int, default=1, help="concurrent streams")
     c.add_argument("--api-key")
     c.add_argument("--tls-root", metavar="PEM", help="CA certificate: connect with TLS")
+    _connect_timeout(c)
     c.set_defaults(func=cmd_send)
 
     t = sub.add_parser("tail", help="print a collector's live stream of events (or a JetStream's)")
@@ -582,6 +663,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--positions", action="store_true", help="print each event's log position")
     t.add_argument("--api-key")
     t.add_argument("--tls-root", metavar="PEM")
+    _connect_timeout(t)
     t.set_defaults(func=cmd_tail)
 
     m = sub.add_parser("demo", help="stream a generated live show into a collector, in real time")
@@ -594,7 +676,19 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--project", type=int, default=1, help="project id (default 1)")
     m.add_argument("--api-key")
     m.set_defaults(func=cmd_demo)
+
+    g = sub.add_parser("config", help="check the configuration, or show the effective one")
+    g.add_argument("action", choices=("check", "show"),
+                   help="check: load it (exit 0, or 2 and what is wrong); show: every setting as "
+                        "TOML, with where it came from (default, file, env COLLECTOR_..., flag)")
+    g.add_argument("--config", metavar="FILE", help="TOML configuration")
+    g.set_defaults(func=cmd_config)
     return p
+
+
+def _connect_timeout(p) -> None:
+    p.add_argument("--connect-timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="give up when no connection is made within this long (default 5)")
 
 
 def main(argv=None) -> int:
@@ -604,6 +698,12 @@ def main(argv=None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except (Usage, ConfigError) as exc:
+        print(f"collector {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except Failure as exc:
+        print(f"collector {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

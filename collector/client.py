@@ -11,7 +11,7 @@ import grpc
 from .v1 import collector_pb2 as pb
 from .v1 import collector_pb2_grpc as pb_grpc
 
-_RETRYABLE = {grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], grpc.StatusCode.UNAVAILABLE.value[0]}
+RETRYABLE = {grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], grpc.StatusCode.UNAVAILABLE.value[0]}
 
 
 def channel(target: str, *, tls_root: bytes | None = None, options=()) -> grpc.aio.Channel:
@@ -105,13 +105,14 @@ class Client:
 
             feeder = asyncio.ensure_future(feed())
             call = self.stub.IngestStream(requests_out(), metadata=self.metadata)
+            feeder.add_done_callback(lambda f: f.cancelled() or f.exception() is None or call.cancel())
             try:
                 async for reply in call:
                     request = pending.get(reply.batch_id)
                     if request is None:
                         continue
                     n = attempts.get(reply.batch_id, 0)
-                    if reply.status in _RETRYABLE and n + 1 < self.max_attempts:
+                    if reply.status in RETRYABLE and n + 1 < self.max_attempts:
                         attempts[reply.batch_id] = n + 1
                         asyncio.get_running_loop().call_later(
                             _wait(reply, n), outbox.put_nowait, request)
@@ -125,7 +126,10 @@ class Client:
                 if pending or not exhausted:
                     raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, None, None,
                                                "stream ended with batches unanswered")
-            except grpc.aio.AioRpcError as exc:
+            except (asyncio.CancelledError, grpc.aio.AioRpcError) as exc:
+                _raise_failure(feeder)  # the requests' source failed: that, not a resend
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
                 if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
                                       grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL):
                     raise
@@ -138,6 +142,11 @@ class Client:
             finally:
                 feeder.cancel()
                 call.cancel()
+
+
+def _raise_failure(feeder: asyncio.Future) -> None:
+    if feeder.done() and not feeder.cancelled() and feeder.exception() is not None:
+        raise feeder.exception()
 
 
 def _reply_of(exc: grpc.aio.AioRpcError) -> pb.IngestReply | None:

@@ -6,13 +6,21 @@ Every default works on a laptop: listen on loopback, keep the log and the JSON L
 Environment variables are COLLECTOR_<SECTION>_<KEY> (or COLLECTOR_<KEY> for top-level keys),
 e.g. COLLECTOR_LISTEN=127.0.0.1:6000, COLLECTOR_LIMITS_MAX_MESSAGE_BYTES=1048576; values are
 parsed as TOML values when they can be (numbers, booleans, arrays) and taken as strings if not.
+
+Everything is checked at load, sinks included (each is built from its options), so that a
+mistake is one line naming the setting, the problem and where the value came from, before
+anything starts; a COLLECTOR_ variable that names no setting is such a mistake too.
 """
 
+import json
 import os
 import tomllib
+import typing
 from typing import Any
 
 import msgspec
+
+from . import sinks as sink_types
 
 
 class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -104,6 +112,63 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     )
 
 
+class ConfigError(ValueError):
+    """A setting that cannot be used: one line naming it, the problem and where it came from."""
+
+
+SECTIONS = {name: t for name, t in typing.get_type_hints(Config).items()
+            if isinstance(t, type) and issubclass(t, msgspec.Struct)}
+OTHER_ENV = {"COLLECTOR_NO_NATIVE"}  # read elsewhere (collector.decode), not a setting
+# numbers for which 0 means something (at once, no cache, no wait); every other must be positive
+ZERO_ALLOWED = {"drain_seconds", "limits.retry_after_ms", "log.cache_bytes",
+                "log.commit_interval_seconds"}
+BY_PROJECT = {"rules", "analytics.retention_days_by_project"}  # keyed by project id
+
+
+def reason(exc: OSError) -> str:
+    """Why a file or a socket failed, as the end of a sentence: `address already in use`."""
+    text = exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]
+
+
+def _one_of(*choices):
+    return lambda v: None if v in choices else f"{v!r} is not one of {', '.join(map(repr, choices))}"
+
+
+def _address(value: str) -> str | None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        return f"{value!r} is not host:port"
+    return None
+
+
+def _address_or_none(value: str) -> str | None:
+    return None if value == "" else _address(value)
+
+
+CHECKS = {
+    "listen": _address,
+    "metrics_listen": _address_or_none,
+    "http_listen": _address_or_none,
+    "log_format": _one_of("auto", "json", "text"),
+    "log_level": _one_of("debug", "info", "warning", "error", "critical"),
+    "analytics.store": _one_of("duckdb", "clickhouse", ""),
+}
+
+
+def _origin(origins: dict, name: str) -> str:
+    """Where a setting came from: its own entry, else its table's, else the default."""
+    while name:
+        if name in origins:
+            return origins[name]
+        name = name.rpartition(".")[0]
+    return "default"
+
+
+def _error(origins: dict, name: str, problem: str) -> ConfigError:
+    return ConfigError(f"{name}: {problem} ({_origin(origins, name)})")
+
+
 def _env_value(text: str):
     try:
         return tomllib.loads(f"v = {text}")["v"]
@@ -111,30 +176,150 @@ def _env_value(text: str):
         return text
 
 
-def _apply_env(raw: dict, environ) -> None:
-    sections = ("limits", "log", "dedup", "tls", "analytics")
+def _env_setting(var: str) -> tuple[str, ...]:
+    """The setting a variable names: top-level keys first (`COLLECTOR_LOG_LEVEL` is `log_level`,
+    not `level` of [log]), then a section's."""
+    name = var[len("COLLECTOR_"):].lower()
+    if name in Config.__struct_fields__:
+        return (name,)
+    for section in SECTIONS:
+        if name.startswith(section + "_"):
+            return section, name[len(section) + 1:]
+    raise ConfigError(f"{var}: no such setting (environment)")
+
+
+def _apply_env(raw: dict, origins: dict, environ) -> None:
     for var, text in environ.items():
-        if not var.startswith("COLLECTOR_") or var == "COLLECTOR_NO_NATIVE":
+        if not var.startswith("COLLECTOR_") or var in OTHER_ENV:
             continue
-        parts = var[len("COLLECTOR_"):].lower()
-        for section in sections:
-            if parts.startswith(section + "_"):
-                raw.setdefault(section, {})[parts[len(section) + 1 :]] = _env_value(text)
-                break
-        else:
-            if parts in Config.__struct_fields__:
-                raw[parts] = _env_value(text)
+        *section, key = _env_setting(var)
+        table = raw.setdefault(section[0], {}) if section else raw
+        if not isinstance(table, dict):
+            raise _error(origins, section[0], "a section, given as a value")
+        table[key] = _env_value(text)
+        origins[".".join((*section, key))] = f"env {var}"
+
+
+def _read_file(path: str, origins: dict) -> dict:
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: {reason(exc)}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config {path}: not TOML: {exc}") from None
+    for key, value in raw.items():
+        subkeys = value if key in SECTIONS and isinstance(value, dict) else ()
+        origins.update({f"{key}.{sub}": f"file {path}" for sub in subkeys} or {key: f"file {path}"})
+    return raw
+
+
+def _value(t, value, name: str, origins: dict):
+    """`value` as type `t`, checked: sections and per-project tables key by key."""
+    if isinstance(t, type) and issubclass(t, msgspec.Struct):
+        if not isinstance(value, dict):
+            raise _error(origins, name, f"a section ([{name}]), given as a value")
+        return _build(t, value, name + ".", origins)
+    if name in BY_PROJECT and isinstance(value, dict):
+        for key in value:
+            if not key.isdigit():
+                raise _error(origins, f"{name}.{key}", "not a project id (a number)")
+    if typing.get_origin(t) is dict and isinstance(value, dict):
+        item = typing.get_args(t)[1]
+        if isinstance(item, type) and issubclass(item, msgspec.Struct):
+            return {key: _value(item, v, f"{name}.{key}", origins) for key, v in value.items()}
+    try:
+        value = msgspec.convert(value, t)
+    except msgspec.ValidationError as exc:
+        raise _error(origins, name, str(exc)) from None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value < 0 or (value == 0 and name not in ZERO_ALLOWED):
+            raise _error(origins, name, f"{value}: must be positive")
+    problem = CHECKS[name](value) if name in CHECKS else None
+    if problem:
+        raise _error(origins, name, problem)
+    return value
+
+
+def _build(struct: type, raw: dict, where: str, origins: dict):
+    hints = typing.get_type_hints(struct)
+    values = {}
+    for key, value in raw.items():
+        if key not in hints:
+            raise _error(origins, where + key, "no such setting")
+        values[key] = _value(hints[key], value, where + key, origins)
+    return struct(**values)
+
+
+def _check_together(cfg: Config, origins: dict) -> None:
+    """What no single setting says: pairs that go together, and the sinks, each built once."""
+    if bool(cfg.tls.cert) != bool(cfg.tls.key):
+        given, missing = ("tls.cert", "tls.key") if cfg.tls.cert else ("tls.key", "tls.cert")
+        raise _error(origins, given, f"needs {missing} too")
+    if cfg.analytics.store == "clickhouse" and not cfg.analytics.clickhouse_url:
+        raise _error(origins, "analytics.store", "clickhouse needs analytics.clickhouse_url")
+    names: dict[str, int] = {}
+    for i, entry in enumerate(cfg.sinks):
+        try:
+            name = sink_types.load(entry, cfg.data_dir).name
+        except ValueError as exc:
+            raise ConfigError(f"{exc} ({_origin(origins, 'sinks')})") from None
+        if name in names:
+            raise ConfigError(f"sink {name}: sinks[{names[name]}] has this name too: give each "
+                              f"sink its own `name` ({_origin(origins, 'sinks')})")
+        names[name] = i
+
+
+def resolve(path: str | None = None, *, environ=None, **overrides) -> tuple[Config, dict]:
+    """The configuration, and where each setting given came from (`file F`, `env VAR`,
+    `flag --x`; the others are defaults). Raises ConfigError."""
+    origins: dict = {}
+    raw = _read_file(path, origins) if path else {}
+    _apply_env(raw, origins, os.environ if environ is None else environ)
+    for key, value in overrides.items():
+        if value is not None:
+            raw[key] = value
+            origins[key] = "flag --" + key.replace("_", "-")
+    cfg = _build(Config, raw, "", origins)
+    _check_together(cfg, origins)
+    return cfg, origins
 
 
 def load(path: str | None = None, *, environ=None, **overrides) -> Config:
     """The configuration from `path` (if any), the environment, then `overrides` (flags)."""
-    raw: dict = {}
-    if path:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-    _apply_env(raw, os.environ if environ is None else environ)
-    raw.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return msgspec.convert(raw, Config)
-    except msgspec.ValidationError as exc:
-        raise ValueError(f"configuration: {exc}") from None
+    return resolve(path, environ=environ, **overrides)[0]
+
+
+def toml_value(v) -> str:
+    """A value as TOML (strings as JSON writes them: TOML reads its escapes the same)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {toml_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return json.dumps(v, ensure_ascii=False)
+
+
+def _lines(values: dict, where: str, origins: dict) -> list[str]:
+    return [f"{key} = {toml_value(value)}  # {_origin(origins, where + key)}"
+            for key, value in values.items() if value is not None]
+
+
+def show(cfg: Config, origins: dict) -> str:
+    """The effective configuration as TOML that loads back, each value with its origin; every
+    sink with all of its options."""
+    plain = msgspec.to_builtins(cfg)
+    top = {k: v for k, v in plain.items() if k not in SECTIONS and k != "sinks"}
+    out = _lines(top, "", origins)
+    for section in SECTIONS:
+        out += ["", f"[{section}]", *_lines(plain[section], section + ".", origins)]
+    given = _origin(origins, "sinks")
+    for entry in cfg.sinks:
+        options = sink_types.options(entry)
+        out += ["", "[[sinks]]"] + [
+            f"{key} = {toml_value(value)}  # {given if key in entry else 'default'}"
+            for key, value in options.items() if value is not None]
+    return "\n".join(out) + "\n"

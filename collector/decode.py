@@ -9,13 +9,21 @@ from .errors import BatchError, TooLarge
 from .event import Decoded
 
 NATIVE = False
+WHY_PURE = "COLLECTOR_NO_NATIVE is set"
 if not os.environ.get("COLLECTOR_NO_NATIVE"):
     try:
         from . import _native
     except ImportError as exc:  # not built: the pure twin does the same work, slower
-        warnings.warn(f"collector: native decoder unavailable ({exc}); using pure Python")
+        # Python says "circular import" when the module is simply absent from this copy of
+        # the package, as it is in a source tree that was never built and shadows the install.
+        WHY_PURE = (f"the native decoder is not built in {os.path.dirname(__file__)} (in a "
+                    "source tree, build it with `pip install -e .`)" if "_native" in str(exc)
+                    else f"the native decoder does not load: {exc}")
+        warnings.warn(f"collector: {WHY_PURE}; using the pure-Python decoder")
     else:
         NATIVE = True
+        WHY_PURE = ""
+DECODER = "native" if NATIVE else "pure"  # what `collector --version` and the metrics say
 
 _impl = _native if NATIVE else _pure
 

@@ -6,6 +6,7 @@ import random
 import time
 
 from .log import DEAD, Cursor, Log
+from .sinks import Misconfigured
 
 log = logging.getLogger("collector.delivery")
 
@@ -84,6 +85,7 @@ class Delivery:
         backoff = 0.05
         started = False
         while not self._stop.is_set():
+            records = []
             try:
                 if not started:
                     await self.sink.start()
@@ -95,11 +97,16 @@ class Delivery:
                     await self.log.wait_beyond(self.position, timeout=0.5)
                     continue
                 await self.sink.write(records)
-                took = any(r.kind in self.sink.kinds for r in records)
             except asyncio.CancelledError:
                 raise
+            except Misconfigured as exc:
+                self.metrics.sink_failed(self.sink.name, self._events(records))
+                log.error("sink %s: %s; stopped, not retried: its events wait in the log for a "
+                          "restart with the configuration fixed", self.sink.name, exc,
+                          extra={"sink": self.sink.name, "error": "misconfigured"})
+                return
             except Exception as exc:  # the sink is down: wait, then try the same records again
-                self.metrics.sink_errors.labels(self.sink.name).inc()
+                self.metrics.sink_failed(self.sink.name, self._events(records))
                 log.warning("sink %s: %s; retrying in %.2fs", self.sink.name, exc or type(exc).__name__,
                             backoff, extra={"sink": self.sink.name, "error": type(exc).__name__})
                 await self._pause(backoff * (0.5 + random.random()))
@@ -107,12 +114,19 @@ class Delivery:
                 continue
             backoff = 0.05
             self.position = records[-1].end
+            took = any(r.kind in self.sink.kinds for r in records)
+            if took and not self.sink.counts_itself:
+                self.metrics.sink_events.labels(self.sink.name, "delivered").inc(self._events(records))
             # The cursor moves at once past what the sink took (a write to the page cache,
             # which a crash of the process does not lose), and is made durable at most once a
             # second; past records it only skipped (not of its kinds) it moves then too.
             if took:
                 self.cursor.note(self.position)
             await self._save_if_due()
+
+    def _events(self, records) -> int:
+        """The events (lines) of the records the sink takes."""
+        return sum(r.payload.count(b"\n") for r in records if r.kind in self.sink.kinds)
 
     async def _save_if_due(self) -> None:
         if self.position != self._durable and time.monotonic() - self._saved >= 1.0:

@@ -14,7 +14,9 @@ from .errors import BatchError
 
 _WS = re.compile(rb"[ \t\r\n]*")
 _PLAIN = re.compile(rb'[^"\\\x00-\x1f\x80-\xff]*')
-_NUMBER = re.compile(rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+_INT = re.compile(rb"-?(?:0|[1-9][0-9]*)")
+_FRACTION = re.compile(rb"\.[0-9]+")
+_EXPONENT = re.compile(rb"[eE][+-]?[0-9]+")
 _HEX4 = re.compile(rb"[0-9a-fA-F]{4}")
 _SIMPLE_ESCAPES = frozenset(b'"\\/bfnrt')
 _LITERALS = {0x74: b"true", 0x66: b"false", 0x6E: b"null"}
@@ -96,6 +98,24 @@ def _string(data: bytes, start: int) -> int:
             i += length
 
 
+def _number(data: bytes, start: int) -> int:
+    """The offset after the number at `start`: a fraction or an exponent once begun must have
+    its digits; whatever follows a whole number is for the container to judge."""
+    end = _digits(_INT, data, start, start)
+    if data[end : end + 1] == b".":
+        end = _digits(_FRACTION, data, end, start)
+    if data[end : end + 1] in (b"e", b"E"):
+        end = _digits(_EXPONENT, data, end, start)
+    return end
+
+
+def _digits(part: re.Pattern, data: bytes, at: int, start: int) -> int:
+    m = part.match(data, at)
+    if m is None:
+        _malformed("invalid number", start)
+    return m.end()
+
+
 def _value(data: bytes, i: int, depth: int) -> int:
     """Check the value at i (a container there is at level `depth`); the offset after it."""
     n = len(data)
@@ -105,10 +125,7 @@ def _value(data: bytes, i: int, depth: int) -> int:
     if c == 0x22:
         return _string(data, i)
     if c == 0x2D or 0x30 <= c <= 0x39:
-        m = _NUMBER.match(data, i)
-        if m is None or (m.end() < n and data[m.end()] in b".eE"):
-            _malformed("invalid number", i)
-        return m.end()
+        return _number(data, i)
     if c in _LITERALS:
         word = _LITERALS[c]
         if data[i : i + len(word)] != word:

@@ -3,8 +3,10 @@
 import bisect
 import collections
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+from .build import DECODER, release
 
 
 class Counts:
@@ -60,6 +62,8 @@ class Timings:
 class Metrics:
     def __init__(self):
         r = self.registry = CollectorRegistry()
+        Gauge("collector_build_info", "Always 1: the release and which decoder runs (native, pure)",
+              ["version", "decoder"], registry=r).labels(release(), DECODER).set(1)
         self.events = Counts(
             "collector_events", "Events by outcome (accepted, duplicate, filtered, rejected) and "
             "reason (a SPEC code for rejections)", ["outcome", "reason"], registry=r)
@@ -70,6 +74,9 @@ class Metrics:
             "collector_batch_decode_seconds", "Time to decode one batch", registry=r,
             buckets=(1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1))
         self.log_bytes = Gauge("collector_log_bytes", "Bytes held by the local log", registry=r)  # read when scraped
+        self.log_max_bytes = Gauge(
+            "collector_log_max_bytes", "The local log's disk cap (log.max_bytes): past it, ingest "
+            "is refused", registry=r)
         self.fsync_seconds = Timings(
             "collector_log_fsync_seconds", "Time of a group commit's write and fsync", registry=r,
             buckets=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0))
@@ -85,6 +92,9 @@ class Metrics:
                               ["sink"], registry=r)
         self.sink_errors = Counter("collector_sink_errors", "Failed sink writes (retried)",
                                    ["sink"], registry=r)
+        self.sink_error_events = Counter(
+            "collector_sink_error_events", "Events in failed sink writes (retried: an event "
+            "counts again at each failure)", ["sink"], registry=r)
         self.sink_events = Counter(
             "collector_sink_events", "Events a sink handed on, by outcome: delivered; duplicate "
             "(the destination already had it, e.g. JetStream's duplicate window); dead (refused "
@@ -98,6 +108,12 @@ class Metrics:
             ["reason", "store"], registry=r)
         self.inflight_bytes = Gauge("collector_inflight_bytes", "Bytes of batches being worked on",
                                     registry=r)  # read when scraped
+        ProcessCollector(registry=r)  # process_*: CPU, memory, open files, start time
+
+    def sink_failed(self, sink: str, events: int) -> None:
+        """A sink's write failed (it is retried): counted as an attempt and in events."""
+        self.sink_errors.labels(sink).inc()
+        self.sink_error_events.labels(sink).inc(events)
 
 
 def serve(metrics: Metrics, listen: str):

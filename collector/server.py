@@ -6,10 +6,12 @@ what the log holds, and the log is fsynced.
 """
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
 import signal
+import socket
 import time
 
 import grpc
@@ -20,6 +22,8 @@ from grpc_reflection.v1alpha import reflection
 from . import convert, sinks
 from .analytics.sink import attach as attach_store
 from .analytics.store import open_store
+from .build import version_line
+from .config import ConfigError, reason
 from .decode import read_request
 from .delivery import Delivery
 from .event import NormalizedEvent
@@ -468,14 +472,23 @@ class Service:
 
     def __init__(self, config):
         self.config = config
+        # what a mistake in the configuration or on the machine can fail comes first, and says
+        # so in one line (ConfigError): nothing is listening and nothing is on disk yet
+        self.credentials = _credentials(config.tls)
+        for key in LISTENERS:
+            if getattr(config, key):
+                with listening(key, getattr(config, key)):
+                    _probe(getattr(config, key))
         self.metrics = Metrics()
         data = config.data_dir
-        self.log = Log(os.path.join(data, "log"), segment_bytes=config.log.segment_bytes,
-                       max_bytes=config.log.max_bytes, fsync=config.log.fsync,
-                       cache_bytes=config.log.cache_bytes,
-                       commit_interval=config.log.commit_interval_seconds)
+        with _setting("data_dir", data):
+            self.log = Log(os.path.join(data, "log"), segment_bytes=config.log.segment_bytes,
+                           max_bytes=config.log.max_bytes, fsync=config.log.fsync,
+                           cache_bytes=config.log.cache_bytes,
+                           commit_interval=config.log.commit_interval_seconds)
         self.pipeline = Pipeline(config, self.log, self.metrics)
         self.metrics.log_bytes.set_function(lambda: self.log.size)
+        self.metrics.log_max_bytes.set(config.log.max_bytes)
         self.log.on_quarantine = self.metrics.log_quarantined.inc
         self.store = open_store(config)  # the analytics store: its sink and the HTTP API share it
         self.sinks = attach_store([sinks.load(s, data) for s in config.sinks], self.store, data)
@@ -522,17 +535,17 @@ class Service:
             SERVICES + (health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self.server,
         )
-        if cfg.tls.cert:
-            with open(cfg.tls.cert, "rb") as f:
-                cert = f.read()
-            with open(cfg.tls.key, "rb") as f:
-                key = f.read()
-            creds = grpc.ssl_server_credentials([(key, cert)])
-            self.port = self.server.add_secure_port(cfg.listen, creds)
-        else:
-            self.port = self.server.add_insecure_port(cfg.listen)
-        if not self.port:
-            raise OSError(f"cannot listen on {cfg.listen}")
+        with listening("listen", cfg.listen):
+            try:
+                if self.credentials is not None:
+                    self.port = self.server.add_secure_port(cfg.listen, self.credentials)
+                else:
+                    self.port = self.server.add_insecure_port(cfg.listen)
+            except RuntimeError:  # taken since the probe: gRPC does not say why
+                raise OSError("cannot bind") from None
+        if cfg.metrics_listen:
+            with listening("metrics_listen", cfg.metrics_listen):
+                self._metrics_server = serve_metrics(self.metrics, cfg.metrics_listen)
         for d in self.deliveries:
             d.start()
         if self.deletions is not None:
@@ -544,13 +557,12 @@ class Service:
         await self.server.start()
         for name in ("",) + SERVICES:
             await _set(self.health, name, health_pb2.HealthCheckResponse.SERVING)
-        if cfg.metrics_listen:
-            self._metrics_server = serve_metrics(self.metrics, cfg.metrics_listen)
         if cfg.http_listen:
             from .analytics.api import start as start_api
 
-            self._http = await start_api(self)
-        log.info("collector listening on %s (port %d)", cfg.listen, self.port)
+            with listening("http_listen", cfg.http_listen):
+                self._http = await start_api(self)
+        log.info("collector listening on %s (port %d), %s", cfg.listen, self.port, version_line())
 
     async def _retain(self) -> None:
         """Drop log segments every sink has delivered."""
@@ -634,6 +646,47 @@ def _disk_bytes(paths: list[str]) -> int:
             except OSError:
                 continue
     return total
+
+
+LISTENERS = ("listen", "metrics_listen", "http_listen")  # the settings this process listens on
+
+
+@contextlib.contextmanager
+def _setting(key: str, value: str):
+    """An OSError in the block becomes a ConfigError naming the setting and the reason
+    (`data_dir /srv/x: permission denied`)."""
+    try:
+        yield
+    except OSError as exc:
+        raise ConfigError(f"{key} {value}: {reason(exc)}") from None
+
+
+def listening(key: str, address: str):
+    """Around binding a listener (gRPC, metrics, HTTP), so that a port in use says so in one
+    line: `http_listen 127.0.0.1:8080: address already in use`."""
+    return _setting(key, address)
+
+
+def _probe(address: str) -> None:
+    """Bind the address and let it go, to learn whether it is free and why not (gRPC says
+    neither, and logs lines of its own), before anything is started."""
+    host, _, port = address.rpartition(":")
+    family, kind, proto, _, where = socket.getaddrinfo(
+        host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC and http.server do
+        s.bind(where)
+
+
+def _credentials(tls):
+    """The server's TLS credentials, or None for plaintext."""
+    if not tls.cert:
+        return None
+    files = {}
+    for key in ("cert", "key"):
+        with _setting(f"tls.{key}", getattr(tls, key)), open(getattr(tls, key), "rb") as f:
+            files[key] = f.read()
+    return grpc.ssl_server_credentials([(files["key"], files["cert"])])
 
 
 async def _set(servicer, name: str, status) -> None:

@@ -19,6 +19,8 @@ import time
 
 import pytest
 
+from collector.config import toml_value
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
 NATS_SERVER = shutil.which("nats-server") or (
@@ -96,16 +98,6 @@ async def stream_messages(url: str, stream: str = "EVENTS", timeout: float = 5.0
         return out
     finally:
         await nc.close()
-
-
-def toml_value(v) -> str:
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + "}"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, list):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    return json.dumps(v)
 
 
 class Collector:

@@ -113,6 +113,7 @@ def test_malformed_before_too_deep():
     b'{"pid":1.,"uid":"u","now":1,"pl":[]}',
     b'{"pid":-,"uid":"u","now":1,"pl":[]}',
     b'{"pid":1e+,"uid":"u","now":1,"pl":[]}',
+    b'{"pid":1e99.0,"uid":"u","now":1,"pl":[]}', b'{"pid":1.5.3,"uid":"u","now":1,"pl":[]}',
     b'{"pid":tru,"uid":"u","now":1,"pl":[]}',
     b'{"pid":1,}', b'{"pid" 1}', b'{pid:1}', b'[1 2]', b'[1,]', b'{"a":1} x', b"", b"   ",
     b'{"pid":1', b'{"pid":1,"uid":"u', b"[" * 65 + b"]" * 65, b"\xef\xbb\xbf{}",

@@ -201,6 +201,7 @@ class _SlowSink:
     name = "slow"
     kinds = frozenset({EVENTS})
     linger_seconds = 0.0
+    counts_itself = False
 
     def __init__(self):
         self.written, self.writing, self.stopped = [], asyncio.Event(), False

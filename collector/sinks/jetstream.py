@@ -22,7 +22,7 @@ import msgspec
 
 from ..event import NormalizedEvent
 from ..log import EVENTS, unblanked
-from . import Sink
+from . import Misconfigured, Sink
 
 log = logging.getLogger("collector.sinks.nats")
 
@@ -43,6 +43,9 @@ class _PubAck(msgspec.Struct):
 _keys = msgspec.json.Decoder(_Key)
 _ack = msgspec.json.Decoder(_PubAck)
 _events = msgspec.json.Decoder(NormalizedEvent)
+# what JetStream answers to a stream configuration it will never accept (beyond its bad
+# requests): more replicas than a single server has
+_REFUSED_FOR_GOOD = {10074}
 _UNSAFE = str.maketrans({c: "_" for c in " \t\r\n*>"})  # not allowed in a subject token
 
 
@@ -56,6 +59,7 @@ def subject(prefix: str, project_id: int, action: str) -> str:
 
 class JetStreamSink(Sink):
     kinds = frozenset({EVENTS})
+    counts_itself = True  # delivered or duplicate, from JetStream's acks
 
     def __init__(self, name, data_dir, *, url: str = "nats://127.0.0.1:4222", stream: str = "EVENTS",
                  subject_prefix: str = "events", subjects: list[str] | None = None,
@@ -99,7 +103,7 @@ class JetStreamSink(Sink):
             return self._js
         import nats
         from nats.js import api
-        from nats.js.errors import NotFoundError
+        from nats.js.errors import APIError, BadRequestError, NotFoundError
 
         if self._nc is None or self._nc.is_closed:
             self._nc = await nats.connect(
@@ -115,11 +119,17 @@ class JetStreamSink(Sink):
                 await js.stream_info(self.stream)
             except NotFoundError:
                 o = self.stream_options
-                await js.add_stream(api.StreamConfig(
-                    name=self.stream, subjects=self.subjects,
-                    retention=api.RetentionPolicy(o["retention"]), storage=api.StorageType(o["storage"]),
-                    num_replicas=o["num_replicas"], max_age=o["max_age"], max_bytes=o["max_bytes"],
-                    duplicate_window=o["duplicate_window"]))
+                try:
+                    await js.add_stream(api.StreamConfig(
+                        name=self.stream, subjects=self.subjects,
+                        retention=api.RetentionPolicy(o["retention"]), storage=api.StorageType(o["storage"]),
+                        num_replicas=o["num_replicas"], max_age=o["max_age"], max_bytes=o["max_bytes"],
+                        duplicate_window=o["duplicate_window"]))
+                except APIError as exc:
+                    if isinstance(exc, BadRequestError) or exc.err_code in _REFUSED_FOR_GOOD:
+                        raise Misconfigured(f"JetStream will not create stream {self.stream}: "
+                                            f"{exc.description}") from None
+                    raise
                 log.info("created JetStream stream %s for %s", self.stream, ", ".join(self.subjects))
         self._inbox = self._nc.new_inbox()
         await self._nc.subscribe(self._inbox + ".*", cb=self._on_ack)

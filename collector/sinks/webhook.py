@@ -115,6 +115,7 @@ def retry_after(value: str | None, now: float) -> float | None:
 
 class WebhookSink(Sink):
     kinds = frozenset({EVENTS})
+    counts_itself = True  # delivered or dead, request by request
 
     def __init__(self, name, data_dir, *, url: str, secret: str = "", max_events: int = 500,
                  max_bytes: int = 1 << 20, linger_seconds: float = 1.0, timeout_seconds: float = 10.0,
@@ -186,7 +187,7 @@ class WebhookSink(Sink):
                 self._count("dead", len(lines))
                 return
             if self.metrics is not None:
-                self.metrics.sink_errors.labels(self.name).inc()
+                self.metrics.sink_failed(self.name, len(lines))
             if wait is None:
                 wait = random.uniform(0, min(self.max_backoff, 0.1 * 2 ** min(attempt, 30)))
             else:  # the receiver said how long: that, within reason
