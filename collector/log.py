@@ -172,6 +172,16 @@ def cut_back(fd: int, size: int) -> None:
 _fadvise = getattr(os, "posix_fadvise", None)
 
 
+def fsync_path(path: str) -> None:
+    """fsync a file or a directory by its path (a directory: so that a new or renamed entry
+    in it survives a crash)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def sync_and_drop(fd: int, start: int, length: int) -> None:
     """fsync, then drop the bytes just written from the page cache. The log and the sinks'
     files are written once and read later, if at all (readers that keep up get records from
@@ -413,11 +423,7 @@ class Log:
         self._segments.append(self._end)
         self._fd = os.open(self._path(self._end), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if self.fsync:
-            dfd = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            fsync_path(self.directory)
 
     async def close(self) -> None:
         """Write and fsync what is pending, then stop."""

@@ -36,7 +36,7 @@ from collections.abc import Callable
 import msgspec
 from google.protobuf.message import DecodeError
 
-from ..log import DEAD, EVENTS, Log
+from ..log import DEAD, EVENTS, Log, fsync_path
 from ..sinks.jsonl import DeadLetterSink, JsonlSink
 from ..v1 import batch_pb2
 from .store import Store
@@ -211,16 +211,8 @@ def rewrite_files(directory: str, drop: Callable[[bytes], object]) -> Counter:
             os.remove(tmp)
             os.remove(path)
     if names:
-        _sync_dir(directory)
+        fsync_path(directory)
     return dropped
-
-
-def _sync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Journal:
@@ -265,7 +257,7 @@ class Journal:
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
-        _sync_dir(os.path.dirname(self.path) or ".")
+        fsync_path(os.path.dirname(self.path) or ".")
         os.close(self._fd)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         self.lines = len(records)

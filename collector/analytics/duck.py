@@ -21,6 +21,7 @@ from contextlib import contextmanager
 
 import duckdb
 
+from ..log import fsync_path
 from .rows import Row, unique
 from .store import Store
 
@@ -196,7 +197,7 @@ class DuckStore(Store):
                 self._con.execute("INSERT INTO fresh.loads SELECT * FROM loads")
             finally:
                 self._con.execute("DETACH fresh")
-            _fsync(fresh)
+            fsync_path(fresh)
             with self._readers:
                 self._swapping = True
                 while self._reading:
@@ -206,7 +207,7 @@ class DuckStore(Store):
                 os.replace(fresh, self.path)
                 if os.path.exists(self.path + ".wal"):  # the old file's, checkpointed at close
                     os.unlink(self.path + ".wal")
-                _fsync(os.path.dirname(self.path))
+                fsync_path(os.path.dirname(self.path))
                 self._open()
             finally:
                 with self._readers:
@@ -245,11 +246,3 @@ def _connect(path: str, memory_limit_mb: int):
             raise Locked(f"{path} is in use by another process (a running collector serve?): "
                          "stop it first, or load through it") from None
         raise
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
