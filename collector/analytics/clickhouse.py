@@ -150,19 +150,24 @@ class ClickHouseStore(Store):
 
     def purge(self, wait_seconds: float = 120.0) -> None:
         """Rewrite the partitions whose parts hold deleted rows (masked by DELETE) without them,
-        then wait until the old parts are gone from disk too (within seconds: the table's
-        cleanup periods are short)."""
+        until no part holds one (a merge running meanwhile can leave a masked row in a new
+        part), then wait until the old parts are gone from disk too (within seconds: the
+        table's cleanup periods are short)."""
         client = self._client()
-        for (partition,) in client.query(
-                "SELECT DISTINCT partition_id FROM system.parts WHERE database = currentDatabase() "
-                "AND table = 'events' AND active AND has_lightweight_delete").result_rows:
-            client.command(f"OPTIMIZE TABLE events PARTITION ID {self.quote(partition)} FINAL",
-                           settings=MUTATE)
         deadline = time.monotonic() + wait_seconds
-        while client.query("SELECT count() FROM system.parts WHERE database = currentDatabase() "
-                           "AND table = 'events' AND NOT active").result_rows[0][0]:
+        while True:
+            masked = client.query(
+                "SELECT DISTINCT partition_id FROM system.parts WHERE database = currentDatabase() "
+                "AND table = 'events' AND active AND has_lightweight_delete").result_rows
+            for (partition,) in masked:
+                client.command(f"OPTIMIZE TABLE events PARTITION ID {self.quote(partition)} FINAL",
+                               settings=MUTATE)
+            old = client.query("SELECT count() FROM system.parts WHERE database = currentDatabase() "
+                               "AND table = 'events' AND NOT active").result_rows[0][0]
+            if not masked and not old:
+                return
             if time.monotonic() > deadline:
-                raise TimeoutError("purge: old parts of `events` are still on disk")
+                raise TimeoutError("purge: parts of `events` holding deleted rows are still on disk")
             time.sleep(0.2)
 
     def close(self) -> None:
