@@ -263,7 +263,7 @@ def funnel(store: Store, query: Query) -> dict:
     `windowFunnel`, which keeps per step the latest start of a chain reaching it so far (the
     best start for the steps after); DuckDB the same with as-of joins."""
     steps = _steps(query)
-    window = int_param(query, "window", 86400) * 1000
+    window = int_param(query, "window", 86400, low=0) * 1000
     base = max(query.start if query.start is not None else store.cutoff(query.project_id),
                store.cutoff(query.project_id))
     where = store.where(query)
