@@ -82,7 +82,9 @@ class Analytics(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     retention_days: int = 365
     retention_days_by_project: dict[str, int] = {}  # project id (a string) -> days
     purge_interval_hours: float = 24.0  # deleted users' bytes are rewritten away this often
-    memory_limit_mb: int = 256  # DuckDB's buffer pool; a query needing more spills to disk
+    # DuckDB's memory: 0 is its own default (80% of the machine's); a bound must leave room for
+    # the primary key's index, which is in memory (256 MB holds about 600,000 events' keys)
+    memory_limit_mb: int = 0
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -119,9 +121,10 @@ class ConfigError(ValueError):
 SECTIONS = {name: t for name, t in typing.get_type_hints(Config).items()
             if isinstance(t, type) and issubclass(t, msgspec.Struct)}
 OTHER_ENV = {"COLLECTOR_NO_NATIVE"}  # read elsewhere (collector.decode), not a setting
-# numbers for which 0 means something (at once, no cache, no wait); every other must be positive
+# numbers for which 0 means something (at once, no cache, no wait, the engine's own default);
+# every other must be positive
 ZERO_ALLOWED = {"drain_seconds", "limits.retry_after_ms", "log.cache_bytes",
-                "log.commit_interval_seconds"}
+                "log.commit_interval_seconds", "analytics.memory_limit_mb"}
 BY_PROJECT = {"rules", "analytics.retention_days_by_project"}  # keyed by project id
 
 

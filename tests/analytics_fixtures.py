@@ -14,6 +14,7 @@ import uuid
 import pytest
 
 from collector.analytics.rows import row
+from procs import KEEP_DAYS
 
 SCENARIOS = pathlib.Path(__file__).parent / "analytics" / "scenarios"
 ENGINES = ["duckdb", "chdb"] + (["clickhouse"] if os.environ.get("CLICKHOUSE_URL") else [])
@@ -50,7 +51,7 @@ def _clickhouse(base: str, database: str):
     admin = clickhouse_connect.get_client(dsn=base)
     admin.command(f"CREATE DATABASE {database}")
     sep = "&" if "?" in base else "?"
-    store = ClickHouseStore(f"{base}{sep}database={database}")
+    store = ClickHouseStore(f"{base}{sep}database={database}", KEEP_DAYS)
     return store, admin
 
 
@@ -60,7 +61,7 @@ def store(request, tmp_path):
     if request.param == "duckdb":
         from collector.analytics.duck import DuckStore
 
-        s = DuckStore(str(tmp_path / "store" / "analytics.duckdb"))
+        s = DuckStore(str(tmp_path / "store" / "analytics.duckdb"), KEEP_DAYS)
         yield s
         s.close()
         return

@@ -29,6 +29,8 @@ needs_nats = pytest.mark.skipif(NATS_SERVER is None, reason="nats-server is not 
                                 "(apt-get install -y nats-server; .ci/run does it)")
 
 
+KEEP_DAYS = 3650  # the retention of every test's store, unless a test sets its own
+
 # Processes started and not yet stopped: the `stop_leftovers` fixture (conftest) stops them after
 # each test, so a test that fails half-way leaves nothing running.
 RUNNING: set = set()
@@ -114,6 +116,8 @@ class Collector:
         if "http_listen" not in (top or {}):  # off unless asked for: tests run side by side
             lines.append('http_listen = ""')
         lines += [f"{k} = {toml_value(v)}" for k, v in (top or {}).items()]
+        # the scenarios' events are of 2026: no test may see them expire as the calendar moves
+        sections["analytics"] = {"retention_days": KEEP_DAYS, **sections.get("analytics", {})}
         for section, values in sections.items():
             lines.append(f"[{section}]")
             lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]

@@ -182,9 +182,10 @@ def reaching(rows, params) -> list[int]:
 def pair(tmp_path_factory, chdb_dir):
     """A DuckDB store and a chdb one; each example loads its events under a project of its own."""
     from analytics_fixtures import _clickhouse
+    from procs import KEEP_DAYS
     from collector.analytics.duck import DuckStore
 
-    duck = DuckStore(str(tmp_path_factory.mktemp("pair") / "a.duckdb"))
+    duck = DuckStore(str(tmp_path_factory.mktemp("pair") / "a.duckdb"), KEEP_DAYS)
     database = f"t_{uuid.uuid4().hex[:12]}"
     ch, admin = _clickhouse(f"chdb://{chdb_dir}", database)
     yield duck, ch, iter(range(1, 2**31))

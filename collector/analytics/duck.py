@@ -76,7 +76,7 @@ class DuckStore(Store):
     name = "duckdb"
 
     def __init__(self, path: str, retention_days: int = 365, by_project: dict[int, int] | None = None,
-                 memory_limit_mb: int = 256):
+                 memory_limit_mb: int = 0):
         super().__init__(retention_days, by_project)
         self.path = os.path.abspath(path)
         self.memory_limit_mb = memory_limit_mb
@@ -237,10 +237,12 @@ def _private():
 
 
 def _connect(path: str, memory_limit_mb: int):
-    """DuckDB's buffer pool would take most of the machine's memory by default: inside the
-    collector it gets a bound of its own, and what a big query needs beyond it spills to disk."""
+    """DuckDB's buffer pool takes up to 80% of the machine's memory unless bounded (0: that
+    default). A bound must leave room for the primary key's index, which lives in memory: at
+    256 MB an insert fails past about 600,000 events."""
+    config = {"memory_limit": f"{memory_limit_mb}MB"} if memory_limit_mb else {}
     try:
-        return duckdb.connect(path, config={"memory_limit": f"{memory_limit_mb}MB"})
+        return duckdb.connect(path, config=config)
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
             raise Locked(f"{path} is in use by another process (a running collector serve?): "
