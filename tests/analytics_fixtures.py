@@ -7,6 +7,7 @@ test shares one engine for the session and gets a database of its own.
 """
 
 import json
+import math
 import os
 import pathlib
 import uuid
@@ -73,3 +74,19 @@ def store(request, tmp_path):
     s.close()
     admin.command(f"DROP DATABASE IF EXISTS {database} SYNC")
     admin.close()
+
+
+def same(got, want, path="") -> None:
+    """Equal, numbers within 1e-9 relative (the contract's tolerance for money)."""
+    if isinstance(want, float) or isinstance(got, float):
+        assert isinstance(got, (int, float)) and math.isclose(got, want, rel_tol=1e-9), (path, got, want)
+    elif isinstance(want, dict):
+        assert isinstance(got, dict) and set(got) == set(want), (path, got, want)
+        for k in want:
+            same(got[k], want[k], f"{path}.{k}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), (path, got, want)
+        for i, (g, w) in enumerate(zip(got, want)):
+            same(g, w, f"{path}[{i}]")
+    else:
+        assert got == want and type(got) is type(want), (path, got, want)

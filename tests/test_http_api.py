@@ -8,8 +8,6 @@ import csv
 import http.client
 import io
 import json
-import math
-import os
 import re
 import ssl
 import subprocess
@@ -19,7 +17,7 @@ import urllib.parse
 
 import pytest
 
-from analytics_fixtures import event_lines, scenario
+from analytics_fixtures import event_lines, same, scenario
 from collector.analytics.rows import country, id_attribute
 from procs import ENV, RUNNING, Collector, free_port, wait_port
 
@@ -76,22 +74,6 @@ def stderr(c: Collector) -> str:
 def rss_kb(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
-
-
-def same(got, want, path="") -> None:
-    """Equal, numbers within 1e-9 relative (the contract's tolerance)."""
-    if isinstance(want, float) or isinstance(got, float):
-        assert isinstance(got, (int, float)) and math.isclose(got, want, rel_tol=1e-9), (path, got, want)
-    elif isinstance(want, dict):
-        assert isinstance(got, dict) and set(got) == set(want), (path, got, want)
-        for k in want:
-            same(got[k], want[k], f"{path}.{k}")
-    elif isinstance(want, list):
-        assert isinstance(got, list) and len(got) == len(want), (path, got, want)
-        for i, (g, w) in enumerate(zip(got, want)):
-            same(g, w, f"{path}[{i}]")
-    else:
-        assert got == want, (path, got, want)
 
 
 # ------------------------------------------------------------------------------ the show

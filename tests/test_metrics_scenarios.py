@@ -2,7 +2,6 @@
 expected reply, and on generated events the answers keep the rules that hold whatever the data
 (a funnel never grows, a filter never adds, votes add up to voters, both engines agree)."""
 
-import math
 import uuid
 from decimal import Decimal
 
@@ -10,28 +9,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analytics_fixtures import load_scenario, scenario
+from analytics_fixtures import load_scenario, same, scenario
 from collector.analytics import query as q
 from collector.analytics.metrics import METRICS
 from collector.analytics.rows import Row
 
 SCENARIOS = ("show_small", "show_medium")
-
-
-def same(got, want, path="") -> None:
-    """Equal, numbers within 1e-9 relative (the contract's tolerance for money)."""
-    if isinstance(want, float) or isinstance(got, float):
-        assert isinstance(got, (int, float)) and math.isclose(got, want, rel_tol=1e-9), (path, got, want)
-    elif isinstance(want, dict):
-        assert isinstance(got, dict) and set(got) == set(want), (path, got, want)
-        for k in want:
-            same(got[k], want[k], f"{path}.{k}")
-    elif isinstance(want, list):
-        assert isinstance(got, list) and len(got) == len(want), (path, got, want)
-        for i, (g, w) in enumerate(zip(got, want)):
-            same(g, w, f"{path}[{i}]")
-    else:
-        assert got == want and type(got) is type(want), (path, got, want)
 
 
 def ask(store, name: str, params: dict) -> dict:
