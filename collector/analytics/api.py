@@ -36,7 +36,7 @@ log = logging.getLogger("collector.analytics.api")
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 LIVE_SECONDS = 1.0  # how often the live count is sent
-EXPORT_THREADS = 2  # exports read and formatted at once; more wait their turn, page by page
+EXPORT_THREADS = 2  # exports read and formatted at once; more wait their turn, span by span
 _json = msgspec.json.Encoder(decimal_format="number")
 _USER_PATH = re.compile(r"/v1/users/([^/?]+)/events")
 _CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
@@ -119,7 +119,7 @@ class Api:
         self.live = (Live(service.log, self.store, lambda: loaded.position)
                      if loaded is not None else None)
         # the threads exports read and format in: a few, for good (each new thread would get a
-        # heap of its own that keeps what it freed), and pages of one export one after another
+        # heap of its own that keeps what it freed), and spans of one export one after another
         self.exports = ThreadPoolExecutor(EXPORT_THREADS, thread_name_prefix="export")
         self.closing = asyncio.Event()
         self.runner: web.AppRunner | None = None
@@ -286,7 +286,7 @@ class Api:
             log.exception("export of project %d failed after %d bytes", q.project_id, size)
             if request.transport is not None:
                 request.transport.close()
-        finally:  # no page is read after this one (a page is one query: nothing stays open)
+        finally:  # no span is read after this one (a span is one query: nothing stays open)
             if reading is None or reading.done():
                 chunks.close()
             else:

@@ -1,17 +1,30 @@
 """The raw export (ANALYTICS.md section 4): every matching event, the normalised event exactly as
 the collector wrote it, ordered by time then event id, as JSON Lines, one JSON array, CSV or
-Parquet, produced a page at a time so that memory never holds more than one page.
+Parquet, read a span of time at a time so that memory never holds more than one span.
 
-Pages are read by key (`time`, `event_id` after the last row sent, `LIMIT`), not as one ordered
-read: an engine sorts a whole ordered result before its first row, in memory, whatever the
-size of the export; a page's top-N needs only the page. The rows are the store's `event` text,
-so a JSON Lines export is byte for byte what the collector wrote.
+One ordered read of the whole export would be sorted whole before its first row (in memory, or
+spilled, whatever its size), and pages read by key (after the last row sent, `LIMIT`) each
+read again what follows the key, so their cost grows with the square of the export's size.
+Spans of time do neither: a first pass counts the matching events per time bucket from the
+`time` column alone; consecutive buckets are merged into spans of about `SPAN_BYTES` of events
+(a bucket holding more is counted again in finer buckets; a millisecond is never split); each
+span is one ordered read, which the engine sorts in its own memory (DuckDB's `memory_limit`)
+and Python takes `BATCH_BYTES` at a time. An engine reads only the blocks whose times overlap
+the span (DuckDB's row groups and ClickHouse's parts, by the least and greatest `time` each
+holds), so when the table is roughly in time order, as events are loaded, every block is read
+about once. (In a table whose order has nothing to do with time, every span reads the whole
+range: the square again, divided by the span's size.) The spans' edges make them disjoint and,
+together, the whole range. The rows are the store's `event` text, so a JSON Lines export is
+byte for byte what the collector wrote, nothing decoded; CSV and Parquet decode each event
+once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import operator
 import types
 import typing
 from collections.abc import Iterator
@@ -23,7 +36,11 @@ from ..pipeline import patterns
 from .query import Query
 from .store import Store
 
-PAGE_ROWS = 2_000
+SPAN_BYTES = 32 << 20  # the events of one ordered read, about: what the engine sorts
+BATCH_BYTES = 1 << 20  # the events Python holds at once, about
+SAMPLE_ROWS = 1_000  # events whose size gives the size of the rest
+MAX_BUCKETS = 10_000  # counted in one pass over a range
+ROW_GROUP_ROWS = 10_000  # a Parquet export's row groups, whatever the spans
 # format -> (Content-Type, file name extension)
 FORMATS = {
     "jsonl": ("application/x-ndjson", "jsonl"),
@@ -65,6 +82,25 @@ def flat(event: dict) -> list:
     return out
 
 
+_event = msgspec.json.Decoder(NormalizedEvent)
+_GETTERS = [operator.attrgetter(name) for name in COLUMNS]
+_JSON_LEAVES = [i for i, (_, kind) in enumerate(LEAVES) if kind is dict]
+
+
+def columns(page: list[str]) -> list[list]:
+    """The leaves of the events, a list per column of `COLUMNS`, `params` as JSON text: each
+    event decoded once, into the normalised event's struct; a page holding an event of another
+    shape (`collector import` loads any with the table's columns) leaf by leaf, by `flat`."""
+    try:
+        events = list(map(_event.decode, page))
+    except msgspec.ValidationError:
+        return [list(column) for column in zip(*(flat(_decode.decode(text)) for text in page))]
+    out = [list(map(get, events)) for get in _GETTERS]
+    for i in _JSON_LEAVES:
+        out[i] = [_encode(v).decode() for v in out[i]]
+    return out
+
+
 def actions(store: Store, query: Query, pattern: str) -> list[str]:
     """The actions in the query's range that `pattern` matches, by the collector's own matcher
     (the rules' and `Events.Subscribe`'s: exact names, `poll.*`): the pattern is never
@@ -86,29 +122,64 @@ def condition(store: Store, query: Query, actions_: list[str] | None) -> str:
     return " AND ".join(parts)
 
 
-def pages(store: Store, where: str, page_rows: int = PAGE_ROWS) -> Iterator[list[str]]:
-    """The `event` texts matching `where`, ordered by time then event id, a page at a time."""
-    after = ""
-    while True:
-        rows = store.query(f"SELECT time, event_id, event FROM events WHERE {where}{after} "
-                           f"ORDER BY time, event_id LIMIT {int(page_rows)}")
-        if not rows:
-            return
-        yield [r[2] for r in rows]
-        if len(rows) < page_rows:
-            return
-        t, e = int(rows[-1][0]), store.quote(rows[-1][1])
-        after = f" AND time >= {t} AND (time > {t} OR event_id > {e})"
+def pages(store: Store, where: str) -> Iterator[list[str]]:
+    """The `event` texts matching `where`, ordered by time then event id, about BATCH_BYTES at a
+    time: each span is one ordered read, which the engine sorts and Python takes in batches."""
+    ((lo, hi, n),) = store.query(f"SELECT min(time), max(time), count(*) FROM events WHERE {where}")
+    if not n:
+        return
+    # the events' size, from the first few
+    ((size, sampled),) = store.query(f"SELECT sum(length(event)), count(*) FROM (SELECT event "
+                                     f"FROM events WHERE {where} LIMIT {SAMPLE_ROWS})")
+    if not sampled:  # removed meanwhile
+        return
+    rows, batch = (max(1, limit * sampled // int(size)) for limit in (SPAN_BYTES, BATCH_BYTES))
+    for a, b in spans(store, where, lo, hi + 1, n, rows):
+        with contextlib.closing(store.stream(
+                f"SELECT event FROM events WHERE {where} AND time >= {a} AND time < {b} "
+                f"ORDER BY time, event_id", batch)) as batches:
+            for page in batches:
+                yield [r[0] for r in page]
+
+
+def spans(store: Store, where: str, lo: int, hi: int, n: int, rows: int) -> Iterator[tuple[int, int]]:
+    """Spans of time [a, b) that together are [lo, hi), in order, each holding at most `rows` of
+    the `n` events matching `where` in [lo, hi) (but a millisecond holding more, which is one
+    span), counted per bucket of time and merged; a bucket holding more is counted again."""
+    if n <= rows or hi - lo == 1:
+        yield lo, hi
+        return
+    width = -(-(hi - lo) // min(MAX_BUCKETS, 4 * -(-n // rows)))
+    x = f"(time - {lo})"
+    counts = store.query(f"SELECT {x} - {x} % {width} AS bucket, count(*) FROM events WHERE {where} "
+                         f"AND time >= {lo} AND time < {hi} GROUP BY bucket ORDER BY bucket")
+    start, held = lo, 0  # the span being merged: where it starts, its events
+    for bucket, count in counts:
+        begins = lo + int(bucket)
+        if held and held + count > rows:
+            yield start, begins
+            start, held = begins, 0
+        if count > rows:
+            if start < begins:  # no events, but the spans leave no time out
+                yield start, begins
+            ends = min(begins + width, hi)
+            yield from spans(store, where, begins, ends, count, rows)
+            start = ends
+        else:
+            held += count
+    if start < hi:
+        yield start, hi
 
 
 def chunks(fmt: str, events: Iterator[list[str]]) -> Iterator[bytes]:
-    """The export's bytes in `fmt`, one chunk per page of events."""
-    return _WRITERS[fmt](events)
+    """The export's bytes in `fmt`, a chunk per batch of events; closing it ends the read."""
+    with contextlib.closing(events):
+        yield from _WRITERS[fmt](events)
 
 
 def _jsonl(events):
-    for page in events:
-        yield ("\n".join(page) + "\n").encode()
+    for page in events:  # each text encoded alone: one non-ASCII character widens a joined str
+        yield b"\n".join([text.encode() for text in page]) + b"\n"
 
 
 def _json(events):
@@ -123,10 +194,8 @@ def _csv(events):
     buf = io.StringIO()
     out = csv.writer(buf, lineterminator="\r\n")  # RFC 4180: CRLF, quotes doubled when needed
     out.writerow(COLUMNS)
-    for page in events:
-        for text in page:
-            out.writerow(["" if v is None else v if type(v) is str else _encode(v).decode()
-                          for v in flat(_decode.decode(text))])
+    for page in events:  # None as an empty cell
+        out.writerows(zip(*columns(page)))
         yield buf.getvalue().encode()
         buf.seek(0)
         buf.truncate()
@@ -162,22 +231,27 @@ class _Taken:
 
 
 def _parquet(events):
-    """One row group per page, typed columns (`COLUMNS`; params as JSON text), written by
-    pyarrow to a file whose bytes go out as each row group is done: the same for both engines,
-    and streamed (DuckDB's COPY or ClickHouse's FORMAT Parquet would write the whole file
-    before its first byte could be sent)."""
+    """Row groups of ROW_GROUP_ROWS events, typed columns (`COLUMNS`; params as JSON text),
+    written by pyarrow to a file whose bytes go out as each row group is done: streamed (DuckDB's
+    COPY or ClickHouse's FORMAT Parquet would write the whole file before its first byte could
+    be sent), and the same bytes from both engines, whose spans may differ."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     kinds = {int: pa.int64(), float: pa.float64(), str: pa.string(), dict: pa.string()}
     schema = pa.schema([(name, kinds[kind]) for name, (_, kind) in zip(COLUMNS, LEAVES)])
     sink = _Taken()
+    held = schema.empty_table()
     with pq.ParquetWriter(pa.PythonFile(sink, mode="w"), schema, compression="zstd") as writer:
         for page in events:
-            rows = [flat(_decode.decode(text)) for text in page]
-            writer.write_table(pa.Table.from_arrays(
-                [pa.array(col, type=f.type) for col, f in zip(zip(*rows), schema)], schema=schema))
+            held = pa.concat_tables([held, pa.Table.from_arrays(
+                [pa.array(col, type=f.type) for col, f in zip(columns(page), schema)], schema=schema)])
+            while held.num_rows >= ROW_GROUP_ROWS:
+                writer.write_table(held.slice(0, ROW_GROUP_ROWS).combine_chunks())
+                held = held.slice(ROW_GROUP_ROWS)
             yield sink.take()
+        if held.num_rows:
+            writer.write_table(held.combine_chunks())
     yield sink.take()
 
 
