@@ -172,8 +172,11 @@ class Collector:
         """The event ids in the jsonl sink's files (whole lines), in file order."""
         ids = []
         for path in sorted(glob.glob(str(self.data / "events" / "*.jsonl*"))):
-            with open(path, "rb") as f:
-                whole = f.read().rpartition(b"\n")[0]  # a line being written is not yet there
+            try:
+                with open(path, "rb") as f:
+                    whole = f.read().rpartition(b"\n")[0]  # a line being written is not yet there
+            except FileNotFoundError:  # a .part closed (renamed) since the listing: read again
+                return self.output_ids()
             ids += [json.loads(line)["event_id"] for line in whole.splitlines()]
         return ids
 
