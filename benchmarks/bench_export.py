@@ -105,9 +105,9 @@ def export(port: int, pid: int, fmt: str) -> tuple[int, int, float, float, int]:
 
 def bench(directory: str, store: str, n: int) -> None:
     port = free_port()
+    log = open(os.path.join(directory, "serve.log"), "ab")  # the server's own account
     proc = subprocess.Popen([sys.executable, "-m", "collector", "serve", "--config",
-                             config(directory, store, port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             config(directory, store, port)], stdout=log, stderr=log)
     try:
         wait_port(port, 120)
         warm = {fmt: export(port, proc.pid, fmt) for fmt in FORMATS}
@@ -120,6 +120,7 @@ def bench(directory: str, store: str, n: int) -> None:
     finally:
         proc.terminate()
         proc.wait(60)
+        log.close()
 
 
 def main() -> None:
