@@ -77,7 +77,10 @@ class Client:
             slots = asyncio.Semaphore(max(0, self.max_in_flight - len(pending)))
             done = asyncio.Event()
 
-            async def feed():
+            # Each stream's functions take its own queue, slots and event as arguments: a closure
+            # would read the next stream's, and a writer of the broken stream that asks for one
+            # more request would take it from the new stream's queue, where it is then lost.
+            async def feed(slots: asyncio.Semaphore, outbox: asyncio.Queue, done: asyncio.Event):
                 nonlocal exhausted
                 while not exhausted:
                     await slots.acquire()
@@ -91,7 +94,7 @@ class Client:
                 if not pending:
                     done.set()
 
-            async def requests_out():
+            async def requests_out(outbox: asyncio.Queue, done: asyncio.Event):
                 while True:
                     getter = asyncio.ensure_future(outbox.get())
                     waiter = asyncio.ensure_future(done.wait())
@@ -103,9 +106,10 @@ class Client:
                         getter.cancel()
                         return
 
-            feeder = asyncio.ensure_future(feed())
-            call = self.stub.IngestStream(requests_out(), metadata=self.metadata)
-            feeder.add_done_callback(lambda f: f.cancelled() or f.exception() is None or call.cancel())
+            feeder = asyncio.ensure_future(feed(slots, outbox, done))
+            call = self.stub.IngestStream(requests_out(outbox, done), metadata=self.metadata)
+            feeder.add_done_callback(
+                lambda f, call=call: f.cancelled() or f.exception() is None or call.cancel())
             try:
                 async for reply in call:
                     request = pending.get(reply.batch_id)
