@@ -46,7 +46,7 @@ def season(n_events: int):
         people, planned = demo.plan(show, SHOW_USERS, SHOW_MINUTES)
         start = SEASON_START + show * DAY
         who = [fans[rng.randrange(FANS)] for _ in people]
-        for n, e in enumerate(planned):
+        for e in planned:
             if made == n_events:
                 break
             v = people[e.user]
@@ -160,7 +160,7 @@ def main() -> None:
             fn, extra, needs_from = METRICS[name]
             query = q.parse({k: str(v) for k, v in params.items()}, None, extra=extra,
                             needs_from=needs_from)
-            rows.append((name, what, {engine: timed(lambda s=s: fn(s, query), args.repeat)
+            rows.append((name, what, {engine: timed(lambda s=s, fn=fn, query=query: fn(s, query), args.repeat)
                                       for engine, s in stores.items()}))
         print(f"{args.events:,} events; ms, median / p95 of {args.repeat} calls")
         print(f"{'metric':<12}{'what':<28}" + "".join(f"{name:>20}" for name in stores))

@@ -253,7 +253,7 @@ def main() -> int:
     print(f"corpus: {args.batches} batches x {args.events} events = {events:,} events; "
           f"JSON {jbytes / 1e6:.2f} MB, protobuf {pbytes / 1e6:.2f} MB; best of {args.repeat}")
     print(f"{'name':34} {'events/s':>12} {'MB/s':>8} {'vs msgspec typed':>17}")
-    for name, items, _ in rows:
+    for name, _, _ in rows:
         r = results.get(name)
         if r is None:
             why = "collector._native not built" if name.startswith("native") else "not installed"

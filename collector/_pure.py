@@ -526,7 +526,7 @@ def _batch_type(strict: bool):
         cls.action, cls.label = action, spec.LABEL_KEY.get(ea)  # custom: action None, it is `ac`
         cls.params = staticmethod(_PARAMS[ea])
         events.append(cls)
-    pl = Annotated[list[Union[tuple(events)]], msgspec.Meta(max_length=spec.MAX_EVENTS)]
+    pl = Annotated[list[Union[tuple(events)]], msgspec.Meta(max_length=spec.MAX_EVENTS)]  # noqa: UP007
     return _struct("Batch", [f for f in spec.HEADER if f.type != EVENTS], strict, extra=[("pl", pl)])
 
 

@@ -364,7 +364,7 @@ async def _connect(channel, args) -> None:
     trying (a closed port, a bad address, a TLS mismatch) without a word."""
     try:
         await asyncio.wait_for(channel.channel_ready(), args.connect_timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise Failure(f"{args.address}: no connection within {args.connect_timeout:g} s "
                       "(is a collector listening there? with TLS, is --tls-root right?)") from None
 
@@ -543,7 +543,7 @@ def _tail_nats(args) -> int:
             nc = await asyncio.wait_for(nats.connect(args.nats.split(","), max_reconnect_attempts=-1,
                                                      connect_timeout=args.connect_timeout,
                                                      error_cb=error), args.connect_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             why = "".join(f" ({type(e).__name__}: {e})" for e in errors)
             raise Failure(f"{args.nats}: no connection within {args.connect_timeout:g} s{why}") from None
         try:

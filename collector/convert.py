@@ -1,7 +1,12 @@
 """`json_to_protobuf`: a compact JSON batch as the equivalent protobuf `Batch`."""
 
+from typing import TYPE_CHECKING
+
 from . import _pure, spec, wire
 from .v1 import batch_pb2 as pb
+
+if TYPE_CHECKING:
+    from .v1 import event_pb2
 
 _BY_KEY = {
     d.name: {f.json_name: f for f in d.fields} for d in pb.DESCRIPTOR.message_types_by_name.values()

@@ -19,7 +19,7 @@ if not os.environ.get("COLLECTOR_NO_NATIVE"):
         WHY_PURE = (f"the native decoder is not built in {os.path.dirname(__file__)} (in a "
                     "source tree, build it with `pip install -e .`)" if "_native" in str(exc)
                     else f"the native decoder does not load: {exc}")
-        warnings.warn(f"collector: {WHY_PURE}; using the pure-Python decoder")
+        warnings.warn(f"collector: {WHY_PURE}; using the pure-Python decoder", stacklevel=2)
     else:
         NATIVE = True
         WHY_PURE = ""
@@ -54,4 +54,5 @@ decoded_ids = _impl.decoded_ids  # the event_id of each event of a Decoded (no s
 IdSet = _impl.IdSet  # (project, event id) pairs held for dedup
 read_request = _impl.read_request  # (batch_id, format, batch, project_id) of a serialized IngestRequest
 
-__all__ = ["TooLarge", "decode", "event_keys", "event_ids", "decoded_ids", "read_request", "IdSet", "Decoded", "BatchError", "NATIVE"]
+__all__ = ["TooLarge", "decode", "event_keys", "event_ids", "decoded_ids", "read_request", "IdSet",
+           "Decoded", "BatchError", "NATIVE"]

@@ -63,7 +63,7 @@ class Delivery:
     async def _pause(self, seconds: float) -> None:
         try:
             await asyncio.wait_for(self._stop.wait(), seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     async def _read(self) -> list:
@@ -105,7 +105,7 @@ class Delivery:
                           "restart with the configuration fixed", self.sink.name, exc,
                           extra={"sink": self.sink.name, "error": "misconfigured"})
                 return
-            except Exception as exc:  # the sink is down: wait, then try the same records again
+            except Exception as exc:  # noqa: BLE001 - the sink is down: wait, then try the same records again
                 self.metrics.sink_failed(self.sink.name, self._events(records))
                 log.warning("sink %s: %s; retrying in %.2fs", self.sink.name, exc or type(exc).__name__,
                             backoff, extra={"sink": self.sink.name, "error": type(exc).__name__})
@@ -154,7 +154,7 @@ class Delivery:
                 await self.task
             except asyncio.CancelledError:
                 pass
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - stopping anyway, and said
                 log.error("sink %s stopped with %s", self.sink.name, exc, extra={"sink": self.sink.name})
         if self.position != self._durable:
             await asyncio.to_thread(self.cursor.save, self.position)

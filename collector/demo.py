@@ -232,7 +232,7 @@ async def stream(address: str, *, seed: int = 1, users: int = 300, speed: float 
     async with Client(address, api_key=api_key) as client:
         try:
             await asyncio.wait_for(client.channel.channel_ready(), 10)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ConnectionError(f"nothing answers at {address}: is `collector serve` running?") from None
         async for reply in client.stream(requests()):
             totals["batches"] += 1

@@ -365,7 +365,7 @@ class Log:
                 self.fsync_seconds = time.perf_counter() - started
                 if self._end - self._segments[-1] >= self.segment_bytes:
                     self._rotate()
-            except Exception as exc:  # the disk failed us: every waiter hears it
+            except Exception as exc:  # noqa: BLE001 - the disk failed us: every waiter hears it
                 log.error("log: append failed: %s", exc)
                 self._end = self._durable  # the next write cuts what this one left
                 for _, done in batch:
@@ -543,7 +543,7 @@ class Log:
                 await asyncio.wait_for(
                     self._grown.wait_for(lambda: self._durable > position), timeout
                 )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True
 
@@ -572,7 +572,7 @@ class Log:
         bounds = [(seg, min(durable, nxt)) for seg, nxt in zip(segments, segments[1:] + [durable])]
         bounds = [(seg, end) for seg, end in bounds if end > seg]
         first = len(bounds)  # the first segment whose first record is at or after ms
-        for i, (seg, end) in enumerate(bounds):
+        for i, (seg, _) in enumerate(bounds):
             try:
                 with open(self._path(seg), "rb") as f:
                     head = f.read(HEADER_SIZE)
@@ -587,7 +587,7 @@ class Log:
                     data = f.read(end - seg)
             except FileNotFoundError:
                 continue
-            for offset, size, sound in _frames(data):
+            for offset, _, sound in _frames(data):
                 if sound and _HEADER.unpack_from(data, offset)[3] >= ms:
                     return seg + offset
         return durable

@@ -196,7 +196,7 @@ async def _receive(context, seconds: float):
     """The call's next message, or None if none came within `seconds` (or the call ended)."""
     try:
         message = await asyncio.wait_for(context.read(), seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return None
     return None if message is grpc.aio.EOF else message
 
@@ -458,7 +458,7 @@ class EventsServicer(pb_grpc.EventsServicer):
                         msg.position = rec.position
                         try:
                             await asyncio.wait_for(context.write(msg), service.subscriber_write_seconds)
-                        except asyncio.TimeoutError:
+                        except TimeoutError:
                             service.metrics.subscribers_dropped.inc()
                             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                                 "subscriber too slow: it stopped reading and was dropped")

@@ -214,14 +214,16 @@ def _synthetic():
     deep = b'{"a":' * 61 + b"1" + b"}" * 61
     yield "params_depth_64", head + b'{"euid":"e","ea":20,"t":1,"ac":"a.b","pr":' + deep + b"}]}"
     yield "params_depth_65", head + b'{"euid":"e","ea":20,"t":1,"ac":"a.b","pr":{"x":' + deep + b"}}]}"
-    yield "params_array_depth_65", head + b'{"euid":"e","ea":20,"t":1,"ac":"a.b","pr":{"x":' + b"[" * 61 + b"]" * 61 + b"}}]}"
+    yield "params_array_depth_65", (head + b'{"euid":"e","ea":20,"t":1,"ac":"a.b","pr":{"x":'
+                                    + b"[" * 61 + b"]" * 61 + b"}}]}")
     yield "dup_params", head + (b'{"euid":"e","ea":20,"t":1,"ac":"a.b","pr":{"a":1,"b":[1e999],"a":2}},'
                                 b'{"euid":"f","ea":20,"t":1,"ac":"a.b","pr":{"a":1,"b":{"c":[1,2]},"a":{"x":null}}}]}')
     many = b",".join(b'"k%d":%d' % (i, i) for i in range(20))
     yield "many_params", head + (b'{"euid":"e","ea":20,"t":1,"ac":"a.b","pr":{' + many + b"}},"
                                  b'{"euid":"f","ea":20,"t":1,"ac":"a.b","pr":{' + many + b',"k3":"x"}}]}')
     url = b"https://x.example/p?a=1&title=" + b"%E2%82%AC+%ff%41" * 40 + b"#frag"
-    yield "long_url", head + b'{"euid":"e","ea":4,"t":1,"url":"' + url + b'"},{"euid":"f","ea":4,"t":2,"url":"' + url + b'"}]}'
+    yield "long_url", (head + b'{"euid":"e","ea":4,"t":1,"url":"' + url
+                       + b'"},{"euid":"f","ea":4,"t":2,"url":"' + url + b'"}]}')
     # the output buffer fills up just as a repeated url's screen name is copied (its cache)
     url = b"/?title=" + b"%01" * 50
     yield "repeated_url", head + b",".join([b'{"euid":"e","ea":4,"t":1,"url":"' + url + b'"}'] * 10) + b"]}"
@@ -468,7 +470,7 @@ def leak_check(dirs, rounds: int = 200, seed: int = 3) -> bool:
             except BatchError:
                 continue
             d.to_jsonl()
-            d.events
+            _ = d.events
 
     for _ in range(5):  # warm-up: caches, arenas, the allocator's high-water mark
         one_round()

@@ -79,7 +79,7 @@ class Connection:
                 self.changed.clear()
                 try:
                     await asyncio.wait_for(self.changed.wait(), 2.0)
-                except asyncio.TimeoutError:  # the server grants no more: stall here
+                except TimeoutError:  # the server grants no more: stall here
                     return
                 continue
             self.writer.write(frame(DATA, 0, sid, body[offset:offset + room]))

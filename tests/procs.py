@@ -112,7 +112,7 @@ class Collector:
         self.config = directory / "collector.toml"
         self.metrics_port = free_port() if metrics else 0
         lines = ['listen = "127.0.0.1:0"', f'data_dir = "{self.data}"',
-                 f'metrics_listen = "{"127.0.0.1:%d" % self.metrics_port if metrics else ""}"']
+                 f'metrics_listen = "{f"127.0.0.1:{self.metrics_port}" if metrics else ""}"']
         if "http_listen" not in (top or {}):  # off unless asked for: tests run side by side
             lines.append('http_listen = ""')
         lines += [f"{k} = {toml_value(v)}" for k, v in (top or {}).items()]

@@ -442,7 +442,7 @@ def test_files_hold_user_ids_so_are_private_by_default(server, umask, files, dir
     srv.wait_output(ids(batch("m0")))
     assert srv.stop() == 0
     found = {"file": 0, "dir": 0}
-    for root, dirnames, filenames in os.walk(srv.data):
+    for root, _, filenames in os.walk(srv.data):
         assert stat.S_IMODE(os.stat(root).st_mode) == dirs, root
         found["dir"] += 1
         for name in filenames:

@@ -387,7 +387,7 @@ def test_output_limit_counts_the_events_kept(impl):
     from collector.errors import TooLarge
 
     big = ",".join(f'{{"euid":"b{i}","ea":1,"t":1}}' for i in range(40))
-    doc = '{"pid":1,"uid":"u","now":5,"pl":[%s],"pl":[{"euid":"s","ea":1,"t":1}],"dt":1}' % big
+    doc = '{"pid":1,"uid":"u","now":5,"pl":[' + big + '],"pl":[{"euid":"s","ea":1,"t":1}],"dt":1}'
     data = doc.encode()
     small = impl.decode(data, "json", 1).to_jsonl()
     assert small.count(b"\n") == 1

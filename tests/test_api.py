@@ -13,7 +13,8 @@ import collector
 from collector.convert import Unrepresentable
 from conftest import _native
 
-BATCH = b'{"pid":3,"uid":"u1","now":2000,"pl":[{"euid":"a","ea":4,"t":1000,"st":"Home"},7,{"euid":"b","ea":6,"t":1500,"tvid":"ok"}]}'
+BATCH = (b'{"pid":3,"uid":"u1","now":2000,"pl":[{"euid":"a","ea":4,"t":1000,"st":"Home"},7,'
+         b'{"euid":"b","ea":6,"t":1500,"tvid":"ok"}]}')
 
 
 def test_decode_events_and_rejections(impl):
@@ -76,7 +77,8 @@ def test_protobuf_errors(impl):
 
 
 def test_json_to_protobuf_keeps_types_and_faults():
-    text = b'{"pid":1,"uid":"u","now":9,"pl":[{"euid":"e","ea":20,"t":1,"ac":"poll.voted","pr":{"i":1,"f":1.0,"n":null,"b":true,"l":[1,"x",{"y":[]}]}},{"euid":"f","ea":3,"t":1}]}'
+    text = (b'{"pid":1,"uid":"u","now":9,"pl":[{"euid":"e","ea":20,"t":1,"ac":"poll.voted",'
+            b'"pr":{"i":1,"f":1.0,"n":null,"b":true,"l":[1,"x",{"y":[]}]}},{"euid":"f","ea":3,"t":1}]}')
     pb = collector.json_to_protobuf(text)
     d = collector.decode(pb, format="protobuf", received_time=1)
     assert d.events[0].params == {"i": 1, "f": 1.0, "n": None, "b": True, "l": [1, "x", {"y": []}]}

@@ -127,7 +127,7 @@ def test_decode_protobuf_that_is_not_stops_at_a_length_over_the_limit(tmp_path):
 
 def serve_fails(tmp_path, line, config="", env=None, flags=()):
     """`collector serve` refuses at once with `line`, leaving no data directory behind."""
-    (tmp_path / "c.toml").write_text(f'data_dir = "data"\nmetrics_listen = ""\nlisten = "127.0.0.1:0"\n'
+    (tmp_path / "c.toml").write_text('data_dir = "data"\nmetrics_listen = ""\nlisten = "127.0.0.1:0"\n'
                                      + config)
     fails(["serve", "--config", "c.toml", *flags], tmp_path, 2, f"collector serve: {line}", env)
     assert not (tmp_path / "data").exists()

@@ -51,7 +51,7 @@ def test_mutated_batches_never_crash_and_agree():
 
 def test_any_short_bytes():
     r = random.Random(11)
-    for i in range(2000):
+    for _ in range(2000):
         data = bytes(r.randrange(256) for _ in range(r.randrange(1, 40)))
         fuzz_native.TestOneInput(data)
     fuzz_native.TestOneInput(b"")  # nothing to do, no failure

@@ -1,7 +1,6 @@
 """The write-ahead log: appends, reads, group commit, recovery of a torn tail, retention."""
 
 import asyncio
-import os
 import time
 
 import pytest

@@ -318,7 +318,7 @@ class Api:
                     await resp.write(b"data: " + _json.encode({"t": t, "viewers": n}) + b"\n\n")
                     try:
                         await asyncio.wait_for(self.closing.wait(), LIVE_SECONDS)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
             except ConnectionError:
                 pass

@@ -51,7 +51,8 @@ PARTITION BY toYYYYMM(fromUnixTimestamp64Milli(time))
 ORDER BY (project_id, event_id)
 TTL {_ttl(retention_days)}
 SETTINGS non_replicated_deduplication_window = 10000, old_parts_lifetime = 1,
-    cleanup_delay_period = 1, max_cleanup_delay_period = 2, cleanup_delay_period_random_add = 0, fsync_after_insert = 1, fsync_part_directory = 1, min_compressed_bytes_to_fsync_after_merge = 1
+    cleanup_delay_period = 1, max_cleanup_delay_period = 2, cleanup_delay_period_random_add = 0,
+    fsync_after_insert = 1, fsync_part_directory = 1, min_compressed_bytes_to_fsync_after_merge = 1
 """
 
 

@@ -51,13 +51,13 @@ def parse_time(name: str, text: str, *, is_end: bool = False) -> int:
         if _MS.fullmatch(text):
             return int(text)
         if _DATE.fullmatch(text):
-            day = _dt.datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=_dt.timezone.utc)
+            day = _dt.datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=_dt.UTC)
             if is_end:
                 day += _dt.timedelta(days=1)
             return int(day.timestamp() * 1000)
         instant = _dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
         if instant.tzinfo is None:
-            instant = instant.replace(tzinfo=_dt.timezone.utc)
+            instant = instant.replace(tzinfo=_dt.UTC)
         return int(instant.timestamp() * 1000) if instant.microsecond == 0 else (
             int(instant.timestamp()) * 1000 + instant.microsecond // 1000)
     except (ValueError, OverflowError):

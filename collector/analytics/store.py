@@ -60,7 +60,7 @@ class Store(abc.ABC):
     def quote(self, value) -> str:
         """A value as an SQL literal of this engine (None, bool, int, str)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an engine with nothing to release keeps it
         """Release the engine."""
 
     # --- shared

@@ -199,7 +199,7 @@ class JetStreamSink(Sink):
             self._progress.clear()
             try:
                 await asyncio.wait_for(self._progress.wait(), self.ack_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise ConnectionError("no ack in time") from None
         if self._ack_errors:
             raise ConnectionError(self._ack_errors[0])

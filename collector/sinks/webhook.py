@@ -174,7 +174,7 @@ class WebhookSink(Sink):
                     status = resp.status
                     text = (await resp.read())[:500].decode("utf-8", "replace")
                     wait = retry_after(resp.headers.get("Retry-After"), time.time()) if status == 429 else None
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 status, text = 0, f"{type(exc).__name__}: {exc}"
             if 200 <= status < 300:
                 self._count("delivered", len(lines))
