@@ -20,7 +20,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def generate_protos() -> None:
-    """Generate collector/v1/*_pb2.py (and gRPC stubs) from proto/ into the source tree."""
+    """Generate collector/v1/*_pb2.py, their .pyi stubs (for mypy) and the gRPC stubs from proto/
+    into the source tree."""
     from grpc_tools import protoc
 
     import grpc_tools
@@ -32,6 +33,7 @@ def generate_protos() -> None:
         f"-I{os.path.join(HERE, 'proto')}",
         f"-I{include}",
         f"--python_out={HERE}",
+        f"--pyi_out={HERE}",
         f"--grpc_python_out={HERE}",
         *protos,
     ]

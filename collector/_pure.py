@@ -185,7 +185,7 @@ def _malformed(what: str, at: int):
     raise BatchError("malformed_json", f"protobuf: {what} at byte {at}")
 
 
-def _fields(data: bytes, pos: int, end: int):
+def _fields(data: bytes | memoryview, pos: int, end: int):
     """Yield (field number, wire type, value, start) of one message; a LEN value is (start, end).
 
     Lengths are checked against what is left, never trusted.
@@ -213,7 +213,7 @@ def _fields(data: bytes, pos: int, end: int):
         yield number, wire_type, value
 
 
-def _varint(data: bytes, pos: int, end: int):
+def _varint(data: bytes | memoryview, pos: int, end: int):
     result = shift = 0
     for i in range(pos, min(pos + 10, end)):
         byte = data[i]
@@ -466,7 +466,7 @@ def _enum(table: dict, value):
     return None if value is None else table.get(value, spec.UNKNOWN)
 
 
-_EMPTY = {}
+_EMPTY: dict = {}
 
 
 # ------------------------------------------------------------------------- batch as Structs
@@ -526,7 +526,8 @@ def _batch_type(strict: bool):
         cls.action, cls.label = action, spec.LABEL_KEY.get(ea)  # custom: action None, it is `ac`
         cls.params = staticmethod(_PARAMS[ea])
         events.append(cls)
-    pl = Annotated[list[Union[tuple(events)]], msgspec.Meta(max_length=spec.MAX_EVENTS)]  # noqa: UP007
+    pl = Annotated[list[Union[tuple(events)]],  # type: ignore[valid-type,misc]  # noqa: UP007
+                   msgspec.Meta(max_length=spec.MAX_EVENTS)]
     return _struct("Batch", [f for f in spec.HEADER if f.type != EVENTS], strict, extra=[("pl", pl)])
 
 

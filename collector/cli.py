@@ -4,6 +4,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import datetime
 import hashlib
 import json
 import os
@@ -158,7 +159,7 @@ class DeadLetters:
     def events(self, n: int, rejected: list, data: bytes) -> None:
         """The rejected events of a decoded batch; for JSON, `raw` is the event itself (the
         batch is parsed once, and only when something was rejected)."""
-        events = None
+        events: list = []  # none readable: then the whole batch is each one's evidence
         if self.fmt == "json":
             try:
                 events = json.loads(data)["pl"]
@@ -519,8 +520,8 @@ def _tail_nats(args) -> int:
         config.deliver_policy, config.opt_start_seq = api.DeliverPolicy.BY_START_SEQUENCE, number
     else:
         config.deliver_policy = api.DeliverPolicy.BY_START_TIME
-        config.opt_start_time = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(number // 1000)) + \
-            f".{number % 1000:03d}Z"
+        config.opt_start_time = datetime.datetime.fromtimestamp(number // 1000, datetime.UTC).replace(
+            microsecond=number % 1000 * 1000)
     project = args.project[0] if len(args.project) == 1 else "*"
     subject = f"{args.subject_prefix}.{project}.>"
     wanted = patterns(args.action)

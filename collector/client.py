@@ -149,13 +149,15 @@ class Client:
 
 
 def _raise_failure(feeder: asyncio.Future) -> None:
-    if feeder.done() and not feeder.cancelled() and feeder.exception() is not None:
-        raise feeder.exception()
+    if feeder.done() and not feeder.cancelled():
+        exc = feeder.exception()
+        if exc is not None:
+            raise exc
 
 
 def _reply_of(exc: grpc.aio.AioRpcError) -> pb.IngestReply | None:
     for key, value in exc.trailing_metadata() or ():
-        if key == "collector-reply-bin":
+        if key == "collector-reply-bin" and isinstance(value, bytes):
             return pb.IngestReply.FromString(value)
     return None
 

@@ -258,7 +258,7 @@ def main(args, progress) -> int:
           f"(speed {args.speed:g}).")
     print(f"demo: open the dashboard at http://{host}:8080/?projectId={args.project} (the "
           "collector's http_listen) and follow it live.", flush=True)
-    problems = []
+    problems: list[str] = []
 
     def on_reply(reply, totals):
         if (reply.batch_error or reply.status or reply.rejected) and len(problems) < 3:

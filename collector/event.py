@@ -89,11 +89,13 @@ class Decoded:
         self.project_id = project_id  # the batch's `pid`
         self._events = events
         self._jsonl = jsonl
-        self._ids = None  # the event ids once asked for (`decode.decoded_ids`), or where they are
+        # the event ids once asked for (`decode.decoded_ids`), or where they are
+        self._ids: list[str] | bytes | None = None
 
     @property
     def events(self) -> list[NormalizedEvent]:
         if self._events is None:
+            assert self._jsonl is not None  # one of the two is always there
             self._events = _events_decoder.decode(
                 b"[" + self._jsonl.rstrip(b"\n").replace(b"\n", b",") + b"]"
             )
@@ -108,6 +110,7 @@ class Decoded:
     def __len__(self) -> int:
         if self._events is not None:
             return len(self._events)
+        assert self._jsonl is not None
         return self._jsonl.count(b"\n")
 
     def __repr__(self) -> str:

@@ -8,6 +8,7 @@ decoder's.
 """
 
 import re
+from typing import NoReturn
 
 from . import spec
 from .errors import BatchError
@@ -28,15 +29,22 @@ class _Fault(Exception):
         self.error = BatchError(code, f"{message} at byte {at}")
 
 
-def _malformed(message: str, at: int):
+def _malformed(message: str, at: int) -> NoReturn:
     raise _Fault("malformed_json", message, at)
+
+
+def _skip(pattern: re.Pattern[bytes], data: bytes, i: int) -> int:
+    """The offset after what `pattern` (one that matches anywhere, maybe nothing) takes at i."""
+    m = pattern.match(data, i)
+    assert m is not None
+    return m.end()
 
 
 def first_error(data: bytes) -> BatchError:
     """The first fault of a document that is not strict JSON (malformed_json or too_deep)."""
     try:
-        end = _value(data, _WS.match(data, 0).end(), 1)
-        end = _WS.match(data, end).end()
+        end = _value(data, _skip(_WS, data, 0), 1)
+        end = _skip(_WS, data, end)
         if end < len(data):
             _malformed("trailing characters", end)
     except _Fault as fault:  # (the depth check bounds the recursion)
@@ -62,7 +70,7 @@ def _string(data: bytes, start: int) -> int:
     n = len(data)
     i = start + 1
     while True:
-        i = _PLAIN.match(data, i).end()
+        i = _skip(_PLAIN, data, i)
         if i >= n:
             _malformed("unterminated string", start)
         c = data[i]
@@ -135,23 +143,23 @@ def _value(data: bytes, i: int, depth: int) -> int:
         if depth > spec.MAX_DEPTH:
             raise _Fault("too_deep", f"nested deeper than {spec.MAX_DEPTH} levels", i)
         close = 0x5D if c == 0x5B else 0x7D
-        i = _WS.match(data, i + 1).end()
+        i = _skip(_WS, data, i + 1)
         if i < n and data[i] == close:
             return i + 1
         while True:
             if c == 0x7B:
                 if i >= n or data[i] != 0x22:
                     _malformed("expected a key", i)
-                i = _WS.match(data, _string(data, i)).end()
+                i = _skip(_WS, data, _string(data, i))
                 if i >= n or data[i] != 0x3A:
                     _malformed("expected ':'", i)
-                i = _WS.match(data, i + 1).end()
-            i = _WS.match(data, _value(data, i, depth + 1)).end()
+                i = _skip(_WS, data, i + 1)
+            i = _skip(_WS, data, _value(data, i, depth + 1))
             if i >= n:
                 _malformed("unterminated array" if c == 0x5B else "unterminated object", i)
             if data[i] == close:
                 return i + 1
             if data[i] != 0x2C:
                 _malformed("expected ',' or ']'" if c == 0x5B else "expected ',' or '}'", i)
-            i = _WS.match(data, i + 1).end()
+            i = _skip(_WS, data, i + 1)
     _malformed("unexpected character", i)

@@ -23,6 +23,7 @@ without reading the file back and checking it again.
 import asyncio
 import bisect
 import concurrent.futures
+import io
 import logging
 import os
 import re
@@ -66,7 +67,7 @@ class LogFull(Exception):
 _KIND_TIME = struct.Struct("<Bq")
 crc32 = zlib.crc32
 if NATIVE:
-    from ._native import crc32  # zlib's crc32, several times faster where the CPU allows
+    from ._native import crc32  # type: ignore[no-redef]  # zlib's, faster where the CPU allows
 
 
 def _header(kind: int, ms: int, payload: bytes) -> bytes:
@@ -82,7 +83,7 @@ def _headers(records: list) -> list[bytes]:
 
 _headers_nogil = None
 if NATIVE:  # the same checksums, faster, and for a whole group commit without the GIL
-    from ._native import record_headers as _headers_nogil  # noqa: F811
+    from ._native import record_headers as _headers_nogil  # type: ignore[no-redef]  # noqa: F811
 
 
 def _decode_at(data: bytes | memoryview, offset: int):
@@ -237,11 +238,11 @@ class Log:
         self._durable = 0  # position up to which everything is fsynced
         # appends not yet handed to the writer: (records [(kind, ms, payload)], done callback)
         self._pending: list[tuple[list, object]] = []
-        self._wakeup: asyncio.Event | None = None
-        self._grown: asyncio.Condition | None = None
+        self._wakeup: asyncio.Event  # these two are made with the writer (_ensure_writer)
+        self._grown: asyncio.Condition
         self._writer: asyncio.Task | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._readers: dict[int, object] = {}
+        self._readers: dict[int, io.BufferedReader] = {}
         # the last durable records, oldest first, for readers: Records and their positions
         self._recent: list[Record] = []
         self._recent_positions: list[int] = []
@@ -311,7 +312,9 @@ class Log:
 
     async def append(self, kind: int, ms: int, payload: bytes) -> int:
         """Append a record; return its position once it is fsynced. Raises LogFull."""
-        return (await self.append_many([(kind, ms, payload)]))[0]
+        fut = self.append_many([(kind, ms, payload)])
+        assert fut is not None  # no callback: a future
+        return (await fut)[0]
 
     def append_many(self, records: list, done=None) -> asyncio.Future | None:
         """Queue records [(kind, ms, payload)] to be appended together (in one group commit).
@@ -402,8 +405,9 @@ class Log:
     def _frame_and_sync(self, records: list, headers: list | None) -> None:
         """On the log's thread: the records' headers (unless the loop made them), then write."""
         if headers is None:
+            assert _headers_nogil is not None  # the loop made them otherwise
             headers = _headers_nogil(records)
-        buffers = []
+        buffers: list[bytes] = []
         for header, (_, _, payload) in zip(headers, records):
             buffers += (header, payload)
         self._write_and_sync(buffers)
@@ -464,7 +468,7 @@ class Log:
             if i == len(positions) and position >= self._durable:
                 return []
             if i < len(positions) and positions[i] == position:
-                out = []
+                out: list[Record] = []
                 total = 0
                 recent = self._recent
                 while i < len(recent) and total < max_bytes:
@@ -473,7 +477,7 @@ class Log:
                     total += HEADER_SIZE + len(rec.payload)
                     i += 1
                 return out
-        out: list[Record] = []
+        out = []
         total = 0
         while position < self._durable and total < max_bytes:
             seg = self._segment_of(position)

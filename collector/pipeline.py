@@ -307,7 +307,12 @@ class Pipeline:
         work.budget = (size + work.output, work.claimed or project)
         if done is None:  # the caller awaits; it may give up (a cancelled call), the work goes on
             fut = asyncio.get_running_loop().create_future()
-            work.done = lambda result: fut.done() or fut.set_result(result)
+
+            def settle(result, fut=fut):
+                if not fut.done():
+                    fut.set_result(result)
+
+            work.done = settle
             return fut
         work.done = done
         return None
@@ -535,7 +540,7 @@ def _digest(data) -> tuple:
     return len(data), crc32(data)
 
 
-def _claimed_owner(data, fmt: str, project: int, allowed):
+def _claimed_owner(data, fmt: str, project: int | None, allowed):
     """(project, user) a batch refused whole is filed under: the project the API key was
     checked for (the request's, else the key's only one, else the batch's own if the key may
     send to it), never one the bytes merely claim; the batch's user id when it can be read.

@@ -132,7 +132,7 @@ def _add_collector(servicer, server) -> None:
     reads its one request itself (a request-streaming handler, the same call on the wire), so
     that it can give up on a request that takes too long to arrive."""
     reply = pb.IngestReply.SerializeToString
-    handlers = {
+    handlers: dict[str, grpc.RpcMethodHandler] = {
         "Ingest": grpc.stream_unary_rpc_method_handler(servicer.Ingest, response_serializer=reply),
         "IngestStream": grpc.stream_stream_rpc_method_handler(servicer.IngestStream,
                                                               response_serializer=reply),

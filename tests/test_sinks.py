@@ -265,6 +265,30 @@ def test_tail_nats_is_a_durable_consumer(tmp_path, nats_server):
     assert tail() == []
 
 
+@needs_nats
+def test_tail_nats_from_a_time_to_the_millisecond(tmp_path, nats_server):
+    nats_server.start()
+
+    def tail(ms):
+        out = subprocess.run(
+            [sys.executable, "-m", "collector", "tail", "--nats", nats_server.url, "--idle", "1.5",
+             "--from", f"time:{ms}"], capture_output=True, env=ENV, timeout=60)
+        assert out.returncode == 0, out.stderr.decode()
+        return [json.loads(line)["event_id"] for line in out.stdout.splitlines()]
+
+    async def send():
+        async with Running(tmp_path, sinks=[{"type": "nats", "url": nats_server.url}]) as srv, \
+                Client(srv.target) as client:
+            await client.send(events_batch("a", 3), batch_id="a")
+            await _wait_stream(nats_server.url, 3)
+
+    before = time.time_ns() // 1_000_000 - 1
+    run(send())
+    after = time.time_ns() // 1_000_000 + 1
+    assert tail(before) == ["a0", "a1", "a2"]
+    assert tail(after) == []  # the milliseconds count, not only the seconds
+
+
 def test_webhook_requests_are_bounded_by_count_and_bytes():
     lines = collector.decode(SEED * 1, received_time=1).to_jsonl()
     records = [Record(i, EVENTS, 0, lines) for i in range(5)]  # 60 events

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 
 from .rows import Row, unique
 from .store import Store
@@ -97,7 +97,7 @@ class ClickHouseStore(Store):
     def query(self, sql: str) -> list[tuple]:
         return [tuple(r) for r in self._client().query(sql, settings=READ).result_rows]
 
-    def stream(self, sql: str, batch_rows: int = 10_000) -> Iterator[list[tuple]]:
+    def stream(self, sql: str, batch_rows: int = 10_000) -> Generator[list[tuple], None, None]:
         settings = {**READ, "max_block_size": batch_rows}
         with self._client().query_row_block_stream(sql, settings=settings) as blocks:
             for block in blocks:

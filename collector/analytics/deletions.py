@@ -32,6 +32,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 from google.protobuf.message import DecodeError
@@ -301,7 +302,7 @@ class Deletions:
 
     async def request(self, project_id: int, user_id: str) -> dict:
         """Record a deletion durably; its record (status `pending`)."""
-        rec = {"deletion_id": str(uuid.uuid4()), "user_id": user_id, "project_id": project_id,
+        rec: dict[str, Any] = {"deletion_id": str(uuid.uuid4()), "user_id": user_id, "project_id": project_id,
                "status": "pending", "requested_at": now_ms(), "done_at": None, "purged_at": None,
                "deleted": {}, "notified": []}
         await self._write([rec])

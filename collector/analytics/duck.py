@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import duckdb
 
@@ -120,7 +121,7 @@ class DuckStore(Store):
         with self._cursor() as cur:
             return cur.execute(sql).fetchall()
 
-    def stream(self, sql: str, batch_rows: int = 10_000) -> Iterator[list[tuple]]:
+    def stream(self, sql: str, batch_rows: int = 10_000) -> Generator[list[tuple], None, None]:
         with self._cursor() as shared:
             cur = shared.cursor()  # its own: a query on this thread's cursor must not end it
             try:
@@ -240,7 +241,7 @@ def _connect(path: str, memory_limit_mb: int):
     """DuckDB's buffer pool takes up to 80% of the machine's memory unless bounded (0: that
     default). A bound must leave room for the primary key's index, which lives in memory: at
     256 MB an insert fails past about 600,000 events."""
-    config = {"memory_limit": f"{memory_limit_mb}MB"} if memory_limit_mb else {}
+    config: dict[str, Any] = {"memory_limit": f"{memory_limit_mb}MB"} if memory_limit_mb else {}
     try:
         return duckdb.connect(path, config=config)
     except duckdb.IOException as exc:

@@ -27,7 +27,7 @@ import io
 import operator
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import msgspec
 
@@ -75,7 +75,7 @@ def flat(event: dict) -> list:
     """The leaves of a decoded event, in `COLUMNS` order; `params` as its JSON text."""
     out = []
     for path, kind in LEAVES:
-        value = event
+        value: typing.Any = event
         for key in path:
             value = value.get(key) if type(value) is dict else None
         out.append(_encode(value).decode() if kind is dict else value)
@@ -122,7 +122,7 @@ def condition(store: Store, query: Query, actions_: list[str] | None) -> str:
     return " AND ".join(parts)
 
 
-def pages(store: Store, where: str) -> Iterator[list[str]]:
+def pages(store: Store, where: str) -> Generator[list[str], None, None]:
     """The `event` texts matching `where`, ordered by time then event id, about BATCH_BYTES at a
     time: each span is one ordered read, which the engine sorts and Python takes in batches."""
     ((lo, hi, n),) = store.query(f"SELECT min(time), max(time), count(*) FROM events WHERE {where}")
@@ -171,7 +171,7 @@ def spans(store: Store, where: str, lo: int, hi: int, n: int, rows: int) -> Iter
         yield start, hi
 
 
-def chunks(fmt: str, events: Iterator[list[str]]) -> Iterator[bytes]:
+def chunks(fmt: str, events: Generator[list[str], None, None]) -> Generator[bytes, None, None]:
     """The export's bytes in `fmt`, a chunk per batch of events; closing it ends the read."""
     with contextlib.closing(events):
         yield from _WRITERS[fmt](events)

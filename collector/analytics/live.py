@@ -98,6 +98,7 @@ class Live:
             board = self.boards[key] = Board()
             board.ready = asyncio.ensure_future(self._start(key, board, self.position))
         board.watchers += 1
+        assert board.ready is not None  # set with the board
         try:
             await asyncio.shield(board.ready)
             yield board
@@ -160,7 +161,8 @@ def _apply(records, boards: dict[tuple[int, str], Board]) -> None:
             if _MARK not in line:
                 continue
             ev = _events.decode(line)
-            board = boards.get((ev.project_id, id_attribute(ev.params.get("broadcastId"))))
+            broadcast = id_attribute(ev.params.get("broadcastId"))
+            board = boards.get((ev.project_id, broadcast)) if broadcast is not None else None
             if board is not None:
                 board.add(ev.user_id, _turn(ev.action, ev.time), ev.time, ev.received_time)
 

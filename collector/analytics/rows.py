@@ -5,7 +5,7 @@ that no query parses JSON.
 
 import re
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 import msgspec
 
@@ -41,7 +41,7 @@ class Row(NamedTuple):
     event: str  # the normalised event, exactly as the collector wrote it
 
 
-def _is_int(v: Any) -> bool:
+def _is_int(v: Any) -> TypeGuard[int]:
     return type(v) is int
 
 
@@ -74,7 +74,7 @@ def _amount(v: Any) -> Decimal | None:
     if type(v) is int or type(v) is float:
         d = Decimal(repr(v)) if type(v) is float else Decimal(v)
         if d.is_finite() and abs(d) < _AMOUNT_LIMIT:
-            return d.quantize(_NANO) if d.as_tuple().exponent < -9 else d
+            return d.quantize(_NANO) if int(d.as_tuple().exponent) < -9 else d  # finite: an int
     return None
 
 
@@ -107,7 +107,7 @@ def row(line: bytes | str) -> Row:
         option_index = p.get("optionIndex") if _is_int(p.get("optionIndex")) else None
         option = p.get("optionSelected") if type(p.get("optionSelected")) is str else None
         question = p.get("questionText") if type(p.get("questionText")) is str else None
-    text = line.decode() if type(line) is not str else line
+    text = line.decode() if isinstance(line, bytes) else line
     return Row(
         ev["project_id"], ev["event_id"], action, ev["user_id"], ev["time"], ev["received_time"],
         id_attribute(p.get("broadcastId")), id_attribute(p.get("campaignId")),
@@ -120,7 +120,7 @@ def row(line: bytes | str) -> Row:
 def unique(rows: list[Row]) -> list[Row]:
     """The first row of each (project_id, event_id), in order: within one load the first wins."""
     seen: set = set()
-    out = [r for r in rows if (k := (r.project_id, r.event_id)) not in seen and not seen.add(k)]
+    out = [r for r in rows if (k := (r.project_id, r.event_id)) not in seen and not seen.add(k)]  # type: ignore[func-returns-value]
     return out if len(out) < len(rows) else rows
 
 

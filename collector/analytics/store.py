@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 
 from .query import COLUMNS, Query
 from .rows import Row
@@ -53,7 +53,7 @@ class Store(abc.ABC):
         """The rows of a read."""
 
     @abc.abstractmethod
-    def stream(self, sql: str, batch_rows: int = 10_000) -> Iterator[list[tuple]]:
+    def stream(self, sql: str, batch_rows: int = 10_000) -> Generator[list[tuple], None, None]:
         """The rows of a read in batches, never all in memory; closing the iterator stops it."""
 
     @abc.abstractmethod

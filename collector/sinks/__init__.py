@@ -108,7 +108,7 @@ def _class(kind):
     return cls
 
 
-def schema(cls) -> dict[str, inspect.Parameter]:
+def schema(cls) -> dict[str, inspect.Parameter] | None:
     """The options a sink class takes: the keyword-only parameters of its `__init__`, whose
     annotations are their types and whose defaults are theirs (None when it takes any)."""
     params = inspect.signature(cls.__init__).parameters.values()

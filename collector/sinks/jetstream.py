@@ -17,6 +17,7 @@ workqueue), `storage` (file, memory), `replicas`, `max_age_seconds`, `max_bytes`
 
 import asyncio
 import logging
+from typing import Any
 
 import msgspec
 
@@ -85,8 +86,8 @@ class JetStreamSink(Sink):
         self.max_pending = max_pending
         self.auth = {k: v for k, v in (("user", user), ("password", password), ("token", token),
                                        ("user_credentials", creds)) if v}
-        self._nc = None
-        self._js = None
+        self._nc: Any = None  # nats-py's client and JetStream context, imported on connecting
+        self._js: Any = None
         self._acked: set[str] = set()  # of the records being retried: already in the stream
         self._inbox = ""
         self._seq = 0

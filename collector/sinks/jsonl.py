@@ -8,6 +8,7 @@ file half or twice.
 """
 
 import asyncio
+import io
 import os
 import threading
 import time
@@ -29,7 +30,7 @@ class JsonlSink(Sink):
         self.max_bytes = max_bytes
         self.max_seconds = max_seconds
         self.fsync = fsync
-        self._f = None
+        self._f: io.FileIO | None = None
         self._lock = threading.Lock()  # a write in a worker thread, and the close of a stop
         self._path = ""
         self._opened = 0.0
@@ -71,6 +72,7 @@ class JsonlSink(Sink):
             self._close()
         if self._f is None:
             self._open()
+            assert self._f is not None
         fd, start = self._f.fileno(), self._size
         cut_back(fd, start)  # what a failed write left: its retry is this write
         written = write_all(fd, chunks)  # one system call for many records

@@ -29,12 +29,15 @@ import hmac
 import logging
 import random
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from ..log import EVENTS, unblanked
 from . import Sink
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger("collector.sinks.webhook")
 
@@ -129,7 +132,7 @@ class WebhookSink(Sink):
         self.timeout = timeout_seconds
         self.max_backoff = max_backoff_seconds
         self.headers = dict(headers or {})
-        self._session = None
+        self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
         import aiohttp
@@ -162,6 +165,8 @@ class WebhookSink(Sink):
     async def _post(self, body: bytes, lines: list[bytes]) -> None:
         import aiohttp
 
+        session = self._session
+        assert session is not None  # started
         attempt = 0
         while True:
             stamp = str(int(time.time()))  # signed afresh on every attempt
@@ -170,7 +175,7 @@ class WebhookSink(Sink):
                 headers["X-Signature"] = sign(self.secret, stamp, body)
             wait = None
             try:
-                async with self._session.post(self.url, data=body, headers=headers) as resp:
+                async with session.post(self.url, data=body, headers=headers) as resp:
                     status = resp.status
                     text = (await resp.read())[:500].decode("utf-8", "replace")
                     wait = retry_after(resp.headers.get("Retry-After"), time.time()) if status == 429 else None
