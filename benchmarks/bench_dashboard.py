@@ -140,8 +140,9 @@ def main() -> None:
     p.add_argument("--events", type=int, default=10_000_000)
     p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--dir", help="keep the stores here (and reuse them)")
-    p.add_argument("--duckdb-memory-mb", type=int, default=256,
-                   help="DuckDB's buffer pool while queried (analytics.memory_limit_mb)")
+    p.add_argument("--duckdb-memory-mb", type=int, default=0,
+                   help="DuckDB's buffer pool while queried (analytics.memory_limit_mb; 0, the "
+                        "default: DuckDB's own, 80%% of the machine's memory)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = args.dir or tmp

@@ -149,6 +149,19 @@ def _address_or_none(value: str) -> str | None:
     return None if value == "" else _address(value)
 
 
+MAX_RETENTION_DAYS = 36_500  # a century: the stores' dates and TTLs stay in range
+
+
+def _retention(days: int) -> str | None:
+    if days < 1:
+        return f"{days}: must be positive"
+    return f"{days}: at most {MAX_RETENTION_DAYS} days" if days > MAX_RETENTION_DAYS else None
+
+
+def _retention_by_project(days: dict) -> str | None:
+    return next((f"project {p}: {_retention(d)}" for p, d in days.items() if _retention(d)), None)
+
+
 CHECKS = {
     "listen": _address,
     "metrics_listen": _address_or_none,
@@ -156,6 +169,8 @@ CHECKS = {
     "log_format": _one_of("auto", "json", "text"),
     "log_level": _one_of("debug", "info", "warning", "error", "critical"),
     "analytics.store": _one_of("duckdb", "clickhouse", ""),
+    "analytics.retention_days": _retention,
+    "analytics.retention_days_by_project": _retention_by_project,
 }
 
 

@@ -57,6 +57,23 @@ def test_environment_names_top_level_settings_before_sections():
         configuration.load(environ={"COLLECTOR_LOG_LEVLE": "debug"})
 
 
+def test_retention_is_a_positive_number_of_days_up_to_a_century(tmp_path):
+    for raw, problem in [
+        ("retention_days = 36501", r"analytics.retention_days: 36501: at most 36500 days"),
+        ("retention_days = 0", r"analytics.retention_days: 0: must be positive"),
+        ('retention_days_by_project = { "8" = 40000 }',
+         r"analytics.retention_days_by_project: project 8: 40000: at most 36500 days"),
+        ('retention_days_by_project = { "8" = -1 }',
+         r"analytics.retention_days_by_project: project 8: -1: must be positive"),
+    ]:
+        path = tmp_path / "c.toml"
+        path.write_text(f"[analytics]\n{raw}\n")
+        with pytest.raises(configuration.ConfigError, match="^" + problem):
+            configuration.load(str(path), environ={})
+    path.write_text('[analytics]\nretention_days = 36500\nretention_days_by_project = { "8" = 1 }\n')
+    assert configuration.load(str(path), environ={}).analytics.retention_days == 36500
+
+
 def test_config_check(tmp_path):
     out = collector("config", "check", "--config", str(EXAMPLE))
     assert (out.returncode, out.stdout, out.stderr) == (0, f"{EXAMPLE}: ok (2 sinks)\n", "")

@@ -76,7 +76,7 @@ def events(draw):
         order = action in ("checkout.completed", "transaction.complete")
         out.append(Row(
             0, f"{draw(SMALL('xyz'))}{i:03d}", action, draw(SMALL(USERS)),
-            T0 + draw(st.integers(0, 20)) * 60_000 + draw(SMALL([0, 0, 0, 1, 59_999])), T0,
+            T0 + draw(st.integers(0, 20)) * 60_000 + draw(SMALL([0, 0, 0, 1, 59_999])), T0, T0,
             draw(SMALL(["b1", "b2", None])), draw(SMALL(["35", "36", None])),
             draw(SMALL(["11", "12", None])), draw(SMALL(["o1", "o2", None])) if order else None,
             draw(SMALL(["p1", "p2", None])) if action == "poll.voted" else None,

@@ -73,6 +73,34 @@ def test_a_copy_in_another_month_is_still_one_event(store):
     assert exported(store) == [first]
 
 
+def test_device_clocks_of_any_month_load_in_one_insert(store):
+    """An offline device's backlog, a clock at 1970 or in the next century: one insert holding
+    events of 150 device months (more than ClickHouse's partitions per insert by default) loads."""
+    line = event_lines(scenario("show_small")["events"][:1])[0]
+    month = 31 * 86_400_000
+    clocks = [0, 2**62] + [1_500_000_000_000 + i * month for i in range(148)]
+    lines = [copy(line, event_id=f"clock-{i}", device_time=t) for i, t in enumerate(clocks)]
+    assert store.insert([row(x) for x in lines], "backlog") == 150
+    assert sorted(exported(store)) == sorted(lines)
+
+
+def test_a_century_of_retention_keeps_todays_events(store):
+    """Expiry a hundred years on is past ClickHouse's DateTime (2106): it must not wrap round to
+    1970 and expire the event at once."""
+    line = event_lines(scenario("show_small")["events"][:1])[0]
+    now = int(time.time() * 1000)
+    store.insert([row(copy(line, time=now, device_time=now))], "a")
+    if store.dialect == "clickhouse":
+        from collector.analytics.clickhouse import ClickHouseStore
+
+        store = ClickHouseStore(store.url, 36_500)
+        store._client().command("OPTIMIZE TABLE events FINAL")  # a merge applies the TTL
+    else:
+        store.retention_days = 36_500
+        store.expire({}, store.cutoff(8))
+    assert store.query("SELECT count() FROM events") == [(1,)]
+
+
 def test_delete_user_and_expire_take_rows_out_of_every_read(store):
     lines = load_scenario(store, "show_small")
     rows = [row(line) for line in first_copies(lines)]

@@ -1,10 +1,13 @@
 """The engine at scale: ClickHouse through clickhouse-connect, a server (`http(s)://...`) or
 in-process (`chdb:///dir`). The table and why it is shaped so are in docs/analytics.md.
 
-One (project_id, event_id) is one row: the table is a ReplacingMergeTree sorted by that key,
-each insert's rows carry a version that decreases with load order so the first copy loaded is
-the one kept, and reads run with `final = 1`, so copies not merged yet (the same event through
-two collectors) are read once. A retried insert is dropped by ClickHouse's own insert
+One (project_id, event_id) is one row: the table is a ReplacingMergeTree whose key ends with
+the event id, after the day of the event's device clock, which every copy of an event carries
+unchanged, so copies share a key and a partition. Each insert's rows carry a version that
+decreases with load order so the first copy loaded is the one kept, and reads run with
+`final = 1`, so copies not merged yet (the same event through two collectors) are read once;
+with the key led by the day, the parts of past days do not overlap and `FINAL` merges only
+the few recent parts that do. A retried insert is dropped by ClickHouse's own insert
 deduplication, keyed by the insert's token.
 """
 
@@ -19,6 +22,7 @@ from .rows import Row, unique
 from .store import Store
 
 VERSION_TOP = 2**64 - 1
+DAY_FIRST, DAY_LAST = 10_957, 47_846  # 2000-01-01, 2100-12-31 in days since 1970-01-01
 READ = {"final": 1}  # every read sees one copy of an event, merged or not
 MUTATE = {"mutations_sync": 2, "lightweight_deletes_sync": 2}  # done on every replica when it returns
 
@@ -32,6 +36,11 @@ CREATE TABLE IF NOT EXISTS {table} (
     user_id String,
     time Int64,
     received_time Int64,
+    device_time Int64,
+    -- the device's day, bounded to 2000-01-01..2100-12-31 so that a wrong clock cannot make
+    -- more than about 1,200 partitions
+    device_day Date MATERIALIZED toDate(toUInt16(least(greatest(intDiv(device_time, 86400000),
+        {DAY_FIRST}), {DAY_LAST}))),
     broadcast_id Nullable(String),
     campaign_id Nullable(String),
     sponsor_id Nullable(String),
@@ -45,10 +54,13 @@ CREATE TABLE IF NOT EXISTS {table} (
     option Nullable(String),
     question Nullable(String),
     event String CODEC(ZSTD(3)),
-    version UInt64
+    version UInt64,
+    -- rows are sorted by device day, which `time` follows but for a skewed clock: the time
+    -- range of each granule lets a read of a show skip the rest of the season
+    INDEX time_range time TYPE minmax GRANULARITY 1
 ) ENGINE = {engine}
-PARTITION BY toYYYYMM(fromUnixTimestamp64Milli(time))
-ORDER BY (project_id, event_id)
+PARTITION BY toYYYYMM(device_day)
+ORDER BY (project_id, device_day, event_id)
 TTL {_ttl(retention_days)}
 SETTINGS non_replicated_deduplication_window = 10000, old_parts_lifetime = 1,
     cleanup_delay_period = 1, max_cleanup_delay_period = 2, cleanup_delay_period_random_add = 0,
@@ -57,7 +69,8 @@ SETTINGS non_replicated_deduplication_window = 10000, old_parts_lifetime = 1,
 
 
 def _ttl(days: int) -> str:
-    return f"toDateTime(intDiv(time, 1000)) + INTERVAL {int(days)} DAY"
+    """When a row expires: `days` after its time, within DateTime's range (1970..2106)."""
+    return f"toDateTime(least(greatest(intDiv(time, 1000) + {int(days) * 86400}, 0), 4294967295))"
 
 
 class ClickHouseStore(Store):
@@ -124,7 +137,9 @@ class ClickHouseStore(Store):
         summary = self._client().insert(
             "events", columns, column_names=[*Row._fields, "version"], column_oriented=True,
             settings={"insert_deduplication_token": token, "insert_deduplicate": 1,
-                      "async_insert": 0})
+                      "async_insert": 0,
+                      # events from many months (an offline device's backlog) never fail a load
+                      "throw_on_max_partitions_per_insert_block": 0})
         return summary.written_rows
 
     def _count(self, condition: str) -> int:

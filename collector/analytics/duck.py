@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS {db}events (
     user_id VARCHAR NOT NULL,
     time BIGINT NOT NULL,
     received_time BIGINT NOT NULL,
+    device_time BIGINT NOT NULL,
     broadcast_id VARCHAR,
     campaign_id VARCHAR,
     sponsor_id VARCHAR,
@@ -64,7 +65,7 @@ def _schema():
 
     s, i64 = pa.string(), pa.int64()
     return pa.schema(list(zip(Row._fields, [
-        pa.uint32(), s, s, s, i64, i64, s, s, s, s, s, s, pa.decimal128(38, 9), s,
+        pa.uint32(), s, s, s, i64, i64, i64, s, s, s, s, s, s, pa.decimal128(38, 9), s,
         pa.decimal128(38, 0), i64, s, s, pa.large_string()])))
 
 

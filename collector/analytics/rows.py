@@ -26,6 +26,7 @@ class Row(NamedTuple):
     user_id: str
     time: int
     received_time: int
+    device_time: int  # the device's clock (`t`): the same in every copy of an event
     broadcast_id: str | None
     campaign_id: str | None
     sponsor_id: str | None
@@ -110,6 +111,7 @@ def row(line: bytes | str) -> Row:
     text = line.decode() if isinstance(line, bytes) else line
     return Row(
         ev["project_id"], ev["event_id"], action, ev["user_id"], ev["time"], ev["received_time"],
+        ev["device_time"],
         id_attribute(p.get("broadcastId")), id_attribute(p.get("campaignId")),
         id_attribute(p.get("sponsorId")), order_id, id_attribute(p.get("pollId")),
         country(ev["device"]["locale"] if type(ev.get("device")) is dict else None),
