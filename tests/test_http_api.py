@@ -521,6 +521,10 @@ def test_live_viewers_move_with_batches_and_agree_with_the_metric(tmp_path):
         status, body = get_json(c, "/v1/analytics/viewers", {
             "projectId": 8, "broadcastId": "live-1", "from": m["t"], "to": m["t"] + 1, "step": 1})
         assert status == 200 and body["series"] == [{"t": m["t"], "viewers": m["viewers"]}], (m, body)
+        # a deleted user stops counting at once, though the log still holds their join
+        status, _ = get_json(c, "/v1/users/ann/events?projectId=8", method="DELETE")
+        assert status == 202
+        live.until(2)
         live.close()
     finally:
         assert c.stop() == 0

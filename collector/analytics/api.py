@@ -13,6 +13,7 @@ Queries run in worker threads, never on the event loop that serves ingest.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -35,7 +36,8 @@ from .sink import StoreSink
 log = logging.getLogger("collector.analytics.api")
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
-LIVE_SECONDS = 1.0  # how often the live count is sent
+LIVE_SECONDS = 1.0  # how often the live count is sent, at least
+LIVE_SOONEST = 0.2  # and at most, when viewers join or leave
 EXPORT_THREADS = 2  # exports read and formatted at once; more wait their turn, span by span
 _json = msgspec.json.Encoder(decimal_format="number")
 _USER_PATH = re.compile(r"/v1/users/([^/?]+)/events")
@@ -80,6 +82,16 @@ def check(config) -> None:
             raise ValueError(f"http_listen {config.http_listen} is not a loopback address and no "
                              "admin_tokens are configured: the API would answer anyone; "
                              "configure admin_tokens or listen on 127.0.0.1")
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Until one of the events is set."""
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
 
 
 @web.middleware
@@ -313,13 +325,16 @@ class Api:
             await resp.prepare(request)
             try:
                 while not self.closing.is_set():
+                    board.changed.clear()
                     t = time.time_ns() // 1_000_000
                     n = board.watching(t, idle_ms, hidden, q.project_id)
                     await resp.write(b"data: " + _json.encode({"t": t, "viewers": n}) + b"\n\n")
-                    try:
-                        await asyncio.wait_for(self.closing.wait(), LIVE_SECONDS)
-                    except TimeoutError:
-                        pass
+                    # the next one when a viewer joins or leaves (idle viewers drop out with
+                    # time: once a second anyway), never sooner than LIVE_SOONEST
+                    await asyncio.sleep(LIVE_SOONEST)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(_first(self.closing, board.changed),
+                                               LIVE_SECONDS - LIVE_SOONEST)
             except ConnectionError:
                 pass
         return resp

@@ -53,12 +53,16 @@ class Board:
         self.users: dict[str, list[int]] = {}
         self.watchers = 0
         self.ready: asyncio.Future | None = None  # its start from the store and the log
+        self.changed = asyncio.Event()  # set when a user's join or leave moves
 
     def add(self, user: str, turn: int, last: int, received: int) -> None:
         s = self.users.get(user)
         if s is None:
             self.users[user] = [turn, last, received]
+            self.changed.set()
         else:
+            if turn > s[0]:
+                self.changed.set()
             s[0], s[1], s[2] = max(s[0], turn), max(s[1], last), max(s[2], received)
 
     def watching(self, at: int, idle_ms: int, hidden: dict, project: int) -> int:
