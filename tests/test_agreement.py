@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import collector
-from conftest import _native, outcome
-from collector import _pure
+from conftest import _crc_native, _idset_native, _native, outcome
+from collector import _crc_pure, _idset_pure, _pure
 from benchmarks.corpus import make_batches
 from collector.v1 import collector_pb2
 from fuzz_native import request_outcome
@@ -179,7 +179,7 @@ def test_id_sets_take_a_decoded_batch_as_its_ids(data):
 def _id_sets_agree(native_decoded, pure_decoded):
     ids = [json.loads(line)["event_id"] for line in native_decoded.to_jsonl().splitlines()]
     project = native_decoded.project_id
-    for impl, decoded in ((_native, native_decoded), (_pure, pure_decoded)):
+    for impl, decoded in ((_idset_native, native_decoded), (_idset_pure, pure_decoded)):
         ids_set = impl.IdSet()
         held = ids_set.hold_new(project, decoded)
         if len(set(ids)) < len(ids):  # an id twice in the batch: none is held
@@ -211,7 +211,7 @@ def test_id_sets_agree_under_many_operations():
     import random
 
     rnd = random.Random(7)
-    native, pure = _native.IdSet(), _pure.IdSet()
+    native, pure = _idset_native.IdSet(), _idset_pure.IdSet()
     held = []
     for step in range(6000):
         project = rnd.randrange(3)
@@ -277,10 +277,8 @@ def _zlib_header(kind, ms, payload):
 def test_log_record_headers_twins_agree(records):
     """The log's headers made by the native module (checksums without the GIL) are the pure
     ones, whose checksums are zlib's crc32."""
-    from collector import log
-
     expected = [_zlib_header(*r) for r in records]
-    assert _native.record_headers(records) == log._headers(records) == expected
+    assert _crc_native.record_headers(records) == _crc_pure.record_headers(records) == expected
 
 
 @given(st.binary(max_size=700), st.integers(0, 2**32 - 1), st.integers(0, 15))
@@ -289,14 +287,15 @@ def test_native_crc32_is_zlibs(data, start, offset):
     and alignment, from any running value."""
     data = bytes(offset) + data
     view = memoryview(data)[offset:]
-    assert _native.crc32(view, start) == zlib.crc32(view, start)
-    assert _native.crc32(data) == zlib.crc32(data)
+    assert _crc_native.crc32(view, start) == zlib.crc32(view, start)
+    assert _crc_native.crc32(data) == zlib.crc32(data)
 
 
 def test_log_record_headers_refuse_what_does_not_fit():
     for bad in ([(256, 0, b"")], [(1, 2**63, b"")], [(1, 0, "text")], [(1, 0)]):
-        with pytest.raises((ValueError, TypeError)):
-            _native.record_headers(bad)
+        for impl in (_crc_native, _crc_pure):
+            with pytest.raises((ValueError, TypeError)):
+                impl.record_headers(bad)
 
 
 def _upb_request(data: bytes):
