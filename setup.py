@@ -103,10 +103,10 @@ def extensions():
     exts = [
         Extension("collector._native", ["native/_native.pyx"], include_dirs=["native"],
                   extra_compile_args=["-O3"]),
-        Extension("collector._crc_native", ["native/_crc.pyx"], include_dirs=["native"],
+        Extension("collector._crc_native", ["native/_crc_native.pyx"], include_dirs=["native"],
                   extra_compile_args=["-O3"],
                   libraries=["z"]),  # zlib's crc32 for what the folded one leaves
-        Extension("collector._idset_native", ["native/_idset.pyx"], include_dirs=["native"],
+        Extension("collector._idset_native", ["native/_idset_native.pyx"], include_dirs=["native"],
                   extra_compile_args=["-O3"]),
     ]
     return cythonize(exts, language_level=3, compiler_directives={"binding": False})

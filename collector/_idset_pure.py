@@ -66,4 +66,7 @@ class IdSet:
                 del self._seen[project]
 
 
-__all__ = ["IdSet"]
+
+Ids = list  # what `hold_new` and `hold` give: the ids, which slices cut and `drop` takes
+
+__all__ = ["IdSet", "Ids"]

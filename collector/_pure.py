@@ -6,8 +6,6 @@ tables in `collector.spec`.
 """
 
 import functools
-import math
-import struct
 from typing import Annotated, Union
 from urllib.parse import unquote_plus
 
@@ -17,6 +15,16 @@ from . import jsonscan, spec, wire
 from .errors import BatchError
 from .event import App, Decoded, Device, NormalizedEvent, encode_lines
 from .spec import BOOL, EVENTS, INT, NUMBER, OBJECT, PARAMS, STRING
+from .values import (  # noqa: F401 - the names this module has always used
+    Invalid as _Invalid,
+    fields as _fields,
+    is_int as _is_int,
+    malformed as _malformed,
+    number as _number,
+    params as _params,
+    read_object as _object,
+    scalar as _scalar,
+)
 
 # float_hook keeps a number too large for a double as inf (refused where it is read) instead of
 # failing the whole document.
@@ -119,67 +127,6 @@ def _depth_exceeded(doc) -> bool:
 # ------------------------------------------------------------------------------ protobuf
 
 
-def _malformed(what: str, at: int):
-    raise BatchError("malformed_json", f"protobuf: {what} at byte {at}")
-
-
-def _fields(data: bytes, pos: int, end: int):
-    """Yield (field number, wire type, value, start) of one message; a LEN value is (start, end).
-
-    Lengths are checked against what is left, never trusted.
-    """
-    while pos < end:
-        start = pos
-        key, pos = _varint(data, pos, end)
-        number, wire_type = key >> 3, key & 7
-        if number == 0 or number > 0x1FFFFFFF:
-            _malformed(f"invalid field number {number}", start)
-        if wire_type == wire.VARINT:
-            value, pos = _varint(data, pos, end)
-        elif wire_type == wire.I64 or wire_type == wire.I32:
-            size = 8 if wire_type == wire.I64 else 4
-            if end - pos < size:
-                _malformed("truncated fixed-size field", pos)
-            value, pos = pos, pos + size
-        elif wire_type == wire.LEN:
-            size, pos = _varint(data, pos, end)
-            if size > end - pos:
-                _malformed("length past the end", pos)
-            value, pos = (pos, pos + size), pos + size
-        else:
-            _malformed(f"unsupported wire type {wire_type}", start)
-        yield number, wire_type, value
-
-
-def _varint(data: bytes, pos: int, end: int):
-    result = shift = 0
-    for i in range(pos, min(pos + 10, end)):
-        byte = data[i]
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result & 0xFFFFFFFFFFFFFFFF, i + 1
-        shift += 7
-    _malformed("truncated or overlong varint", pos)
-
-
-_unpack_double = struct.Struct("<d").unpack_from
-
-
-def _scalar(data: bytes, kind: int, value):
-    if kind == wire.K_INT:
-        return value - (1 << 64) if value >> 63 else value
-    if kind == wire.K_SINT:
-        return (value >> 1) ^ -(value & 1)
-    if kind == wire.K_BOOL:
-        return value != 0
-    if kind == wire.K_DOUBLE:
-        return _unpack_double(data, value)[0]
-    try:
-        return data[value[0] : value[1]].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        _malformed("invalid UTF-8 in a string", value[0] + exc.start)
-
-
 def parse_protobuf(data: bytes) -> dict:
     """A protobuf `Batch` in the document shape of the JSON batch.
 
@@ -222,92 +169,7 @@ def _message(data: bytes, pos: int, end: int, name: str) -> dict:
     return doc
 
 
-def _object(data: bytes, pos: int, end: int, depth: int) -> dict:
-    """An `Object`: members in order, the last of a repeated key winning."""
-    if depth > spec.MAX_DEPTH:
-        raise BatchError("too_deep", f"nested deeper than {spec.MAX_DEPTH} levels at byte {pos}")
-    obj = {}
-    for number, wire_type, value in _fields(data, pos, end):
-        if number != 1 or wire_type != wire.LEN:
-            continue
-        key, item = "", None
-        for mnumber, mwire, mvalue in _fields(data, *value):
-            if mnumber == 1 and mwire == wire.LEN:
-                key = _scalar(data, wire.K_STRING, mvalue)
-            elif mnumber == 2 and mwire == wire.LEN:
-                item = _value(data, *mvalue, depth + 1)
-        obj[key] = item
-    return obj
-
-
-def _array(data: bytes, pos: int, end: int, depth: int) -> list:
-    if depth > spec.MAX_DEPTH:
-        raise BatchError("too_deep", f"nested deeper than {spec.MAX_DEPTH} levels at byte {pos}")
-    return [
-        _value(data, *value, depth + 1)
-        for number, wire_type, value in _fields(data, pos, end)
-        if number == 1 and wire_type == wire.LEN
-    ]
-
-
-_VALUE_WIRE = {
-    wire.VALUE_NULL: wire.VARINT,
-    wire.VALUE_BOOL: wire.VARINT,
-    wire.VALUE_INT: wire.VARINT,
-    wire.VALUE_DOUBLE: wire.I64,
-    wire.VALUE_STRING: wire.LEN,
-    wire.VALUE_ARRAY: wire.LEN,
-    wire.VALUE_OBJECT: wire.LEN,
-}
-
-
-def _value(data: bytes, pos: int, end: int, depth: int):
-    """A `Value`: the last field of its oneof wins; none at all is null. `depth` is the JSON
-    level a container here would have."""
-    last = None
-    for number, wire_type, value in _fields(data, pos, end):
-        if _VALUE_WIRE.get(number) == wire_type:
-            last = (number, value)
-    if last is None:
-        return None
-    number, value = last
-    if number == wire.VALUE_NULL:
-        return None
-    if number == wire.VALUE_BOOL:
-        return value != 0
-    if number == wire.VALUE_INT:
-        return _scalar(data, wire.K_SINT, value)
-    if number == wire.VALUE_DOUBLE:
-        return _unpack_double(data, value)[0]
-    if number == wire.VALUE_STRING:
-        return _scalar(data, wire.K_STRING, value)
-    if number == wire.VALUE_ARRAY:
-        return _array(data, *value, depth)
-    return _object(data, *value, depth)
-
-
 # ----------------------------------------------------------------------------- normalise
-
-
-class _Invalid(Exception):
-    """Custom params that cannot be kept (a number that is not a finite double), or nested too
-    deep (only met on the fast path, where the depth was not checked before)."""
-
-
-def _number(value):
-    """A JSON number as a finite double, or None."""
-    if type(value) is float:
-        return value if math.isfinite(value) else None
-    if type(value) is int:
-        try:
-            return float(value)
-        except OverflowError:
-            return None
-    return None
-
-
-def _is_int(value) -> bool:
-    return type(value) is int and spec.INT64_MIN <= value <= spec.INT64_MAX
 
 
 def _compile_check(fields, name: str):
@@ -364,25 +226,6 @@ _check_common = _compile_check(spec.COMMON, "check_common")
 _check_action = {
     ea: _compile_check(fields, f"check_action_{ea}") for ea, (_, fields, _) in spec.ACTIONS.items()
 }
-
-
-def _params(value, depth: int = 4):
-    """Custom params as kept: ints outside int64 become doubles (they are numbers, not ints);
-    a number that is not a finite double is refused, and so is nesting past the depth limit.
-    `depth` is that of `value` in the batch: `pr` is at 4 (batch, pl, event, pr)."""
-    kind = type(value)
-    if kind is dict or kind is list:
-        if depth > spec.MAX_DEPTH:
-            raise _Invalid
-        if kind is dict:
-            return {k: _params(v, depth + 1) for k, v in value.items()}
-        return [_params(v, depth + 1) for v in value]
-    if kind is int and not _is_int(value) or kind is float:
-        number = _number(value)
-        if number is None:
-            raise _Invalid
-        return number
-    return value
 
 
 def screen_name(url: str | None) -> str | None:
@@ -584,3 +427,7 @@ def normalize(doc, received_time: int) -> Decoded:
             valid.append(ev)
     batch = msgspec.convert({**doc, "pl": valid}, _Lenient)
     return Decoded(rejected, events=_build(batch, received_time), project_id=batch.pid)
+
+
+# the twin API of `collector._native` (parse_json, normalize... serve `collector.convert`)
+__all__ = ["decode", "event_keys", "event_ids", "decoded_ids", "read_request"]

@@ -1,6 +1,6 @@
 """`json_to_protobuf`: a compact JSON batch as the equivalent protobuf `Batch`."""
 
-from . import _pure, spec, wire
+from . import _pure, spec, values, wire
 from .v1 import batch_pb2 as pb
 
 _BY_KEY = {
@@ -87,10 +87,10 @@ def _scalar(f, value, where: str):
         return value
     if t == f.TYPE_BOOL and type(value) is bool:
         return value
-    if t == f.TYPE_INT64 and _pure._is_int(value):
+    if t == f.TYPE_INT64 and values.is_int(value):
         return value
     if t == f.TYPE_DOUBLE and type(value) in (int, float):
-        number = _pure._number(value)
+        number = values.number(value)
         if number is not None:
             return number
     raise Unrepresentable(f"{where}: {value!r} does not fit {f.name}")
@@ -109,10 +109,10 @@ def _value(msg, value, where: str) -> None:
         msg.null_value = True
     elif kind is bool:
         msg.bool_value = value
-    elif kind is int and _pure._is_int(value):
+    elif kind is int and values.is_int(value):
         msg.int_value = value
     elif kind is int or kind is float:
-        number = _pure._number(value)
+        number = values.number(value)
         if number is None:
             raise Unrepresentable(f"{where}: {value!r} is not a finite double")
         msg.double_value = number
@@ -164,5 +164,5 @@ def protobuf_to_event(msg) -> dict:
         sub = getattr(msg, name)
         out[name] = {f.name: getattr(sub, f.name) if sub.HasField(f.name) else None
                      for f in sub.DESCRIPTOR.fields}
-    out["params"] = _pure._object(msg.params.SerializeToString(), 0, msg.params.ByteSize(), 4)
+    out["params"] = values.read_object(msg.params.SerializeToString(), 0, msg.params.ByteSize(), 4)
     return out

@@ -21,7 +21,7 @@ share one C module, so the hot paths still inline across them), and the C helper
   writer.pxi        the JSON Lines writer
   screen_names.pxi  a url's `title` parameter, unquoted
   entry.pxi         decode, event_keys, event_ids, decoded_ids, read_request
-The log's checksums (_crc.pyx, crc32.h) and dedup's set of ids (_idset.pyx, siphash.h) are
+The log's checksums (_crc_native.pyx, crc32.h) and dedup's set of ids (_idset_native.pyx, siphash.h) are
 extension modules of their own.
 """
 
@@ -38,7 +38,7 @@ import os
 
 import msgspec
 
-from collector import spec, wire, _pure
+from collector import spec, values, wire, _pure
 from collector.errors import BatchError, TooLarge
 from collector.event import Decoded
 

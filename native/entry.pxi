@@ -3,6 +3,9 @@
 # ---------------------------------------------------------------------------- the entry
 
 
+__all__ = ["decode", "event_keys", "event_ids", "decoded_ids", "read_request"]
+
+
 def decode(data, str format, int64_t received_time, Py_ssize_t max_output=0):
     """Decode one batch; see `collector.decode`. A contiguous buffer (bytes, a memoryview of
     a request) is read in place; anything else is copied to bytes first."""
@@ -62,7 +65,7 @@ cdef _decode(cstr s, Py_ssize_t n, str format, int64_t received_time, Py_ssize_t
             raise BatchError("batch_not_object", "the batch is not a JSON object")
         code = check_list(&p, header, L_HEADER)
         if code >= 0:
-            raise BatchError(CODES[code])
+            raise BatchError(_CODES[code])
         if p.ev_total > MAX_EVENTS_:
             raise BatchError("too_many_events", f"{p.ev_total} events, at most {MAX_EVENTS_}")
 
@@ -85,7 +88,7 @@ cdef _decode(cstr s, Py_ssize_t n, str format, int64_t received_time, Py_ssize_t
         _PyBytes_Resize(&o.events.obj, o.events.n)
         jsonl = <bytes>o.events.obj
         spans = PyBytes_FromStringAndSize(<const char*>o.id_at, sizeof(Py_ssize_t) * 2 * o.nids)
-        rejected = [(o.rej_index[i], CODES[o.rej_code[i]]) for i in range(o.nrej)]
+        rejected = [(o.rej_index[i], _CODES[o.rej_code[i]]) for i in range(o.nrej)]
     finally:
         Py_XDECREF(o.events.obj)
         free(o.who.p)
@@ -260,11 +263,11 @@ cdef bytes settle_params(Parser* p, Slot* sl):
     their JSON text, or None when they hold a number that is not a finite double."""
     cdef bytes span = PyBytes_FromStringAndSize(<const char*>p.s + sl.start, sl.len)
     if p.proto:
-        obj = _pure._object(span, 0, len(span), 4)
+        obj = values.read_object(span, 0, len(span), 4)
     else:
         obj = _params_decoder.decode(span)
     try:
-        params = _pure._params(obj)
-    except _pure._Invalid:
+        params = values.params(obj)
+    except values.Invalid:
         return None
     return _encode(params)

@@ -49,7 +49,7 @@ cdef Name DIRECTION[5]
 cdef int MAX_EVENTS_, MAX_DEPTH_, MAX_ID_BYTES_
 cdef double DENSITY_MIN_, DENSITY_MAX_
 
-CODES = []          # code id -> SPEC code string
+_CODES = []          # code id -> SPEC code string
 
 cdef uint8_t ACTION_CHAR[256]
 cdef uint8_t HEX[256]
@@ -71,9 +71,9 @@ cdef inline int key_hash(int kind, uint64_t packed) noexcept nogil:
 
 
 cdef int _code(str code):
-    if code not in CODES:
-        CODES.append(code)
-    return CODES.index(code)
+    if code not in _CODES:
+        _CODES.append(code)
+    return _CODES.index(code)
 
 
 def _init():

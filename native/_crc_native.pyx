@@ -25,6 +25,9 @@ cdef uint32_t checksum(const unsigned char* head, const unsigned char* payload, 
     return crc32_bytes(crc32_bytes(0, head + 8, 9), payload, <size_t>n)
 
 
+__all__ = ["crc32", "record_headers"]
+
+
 def crc32(data, uint32_t value=0):
     """zlib.crc32 of a contiguous buffer, computed as the log's checksums are (the log checks
     the records it reads back with it)."""

@@ -40,6 +40,9 @@ cdef extern from "Python.h":
     const char* utf8_and_size "PyUnicode_AsUTF8AndSize"(object s, Py_ssize_t* n) except NULL
 
 
+__all__ = ["IdSet", "Ids"]
+
+
 cdef class Ids:
     """The ids an IdSet holds for one batch, as `hold_new` and `hold` give them and `drop`
     takes them back: their fingerprints, which `len` counts and slices cut."""
@@ -64,7 +67,7 @@ cdef Ids new_ids(bytes fps):
 
 
 cdef class IdSet:
-    """(project, event id) pairs for dedup; the twin of `_pure.IdSet`.
+    """(project, event id) pairs for dedup; the twin of `collector._idset_pure.IdSet`.
 
     A pair is kept as a 128-bit fingerprint: SipHash-1-3 of the project and the id, under a key
     drawn when the set is made, so ids cannot be chosen to collide and two pairs share one with
