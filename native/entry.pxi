@@ -76,13 +76,15 @@ cdef _decode(cstr s, Py_ssize_t n, str format, int64_t received_time, Py_ssize_t
                     process_event(&p, i, p.ev + i * N_EVENT_SLOTS)
                 else:
                     add_rejection(&o, i, CODE_NOT_OBJECT)
-        elif not p.written or p.header_after_pl or p.pl_seen > 1:
-            # the header changed after `pl` was read: read its events again, now with the
-            # final header (the document is known to be sound by now)
-            p.pl_seen = 1
-            p.header_after_pl = 0
-            p.pos = p.pl_start
-            events_pass(&p, 2)
+        elif p.holes or p.header_after_pl:
+            # the events were written before the header was final: join them with its parts
+            if o.over and not p.holes:
+                # the limit was passed with the header as it was at `pl`, which may have been
+                # longer: read the events again, with the final header, to know
+                p.pos = p.pl_start
+                events_pass(&p, 2)
+            elif not o.over and rejoin_header(&p):
+                o.over = 1
         if o.over:
             raise TooLarge(o.limit)
         _PyBytes_Resize(&o.events.obj, o.events.n)
@@ -97,6 +99,7 @@ cdef _decode(cstr s, Py_ssize_t n, str format, int64_t received_time, Py_ssize_t
         free(o.rej_index)
         free(o.rej_code)
         free(o.id_at)
+        free(o.placed)
         free(p.ev)
         free(p.ev_isobj)
         free(p.scratch)

@@ -30,20 +30,18 @@ cdef Slot* new_event(Parser* p) except NULL:
 
 
 cdef int events_pass(Parser* p, int depth) except -2:
-    """At '[' of `pl`: read each event and, when the header is known to be final and sound,
-    check it and write it out at once, while its slots are hot."""
+    """At '[' of `pl`: read each event, check it and write it out at once, while its slots are
+    hot. The parts that come from the header are those of the header read so far when it is
+    sound, else left out (`holes`); either way `rejoin_header` makes them the final header's
+    when a header key comes after `pl`, copying the events' text, not reading it again."""
     cdef Slot ev[MAX_SLOTS]
     cdef Out* o = p.out
     cdef unsigned char c
     cdef Py_ssize_t idx
     p.ev_total = 0
-    o.emit = 0
-    o.events.n = 0
-    o.nrej = o.nids = 0
-    o.over = 0
-    if p.pl_seen == 1 and not p.header_after_pl and check_list(p, p.header, L_HEADER) < 0:
-        start_output(p)
-        o.emit = 1
+    p.header_after_pl = 0
+    p.holes = check_list(p, p.header, L_HEADER) >= 0
+    start_output(p)
     p.pos += 1
     skip_ws(p)
     if p.pos < p.n and p.s[p.pos] == 93:
@@ -56,12 +54,12 @@ cdef int events_pass(Parser* p, int depth) except -2:
             memset(ev, 0, sizeof(Slot) * N_EVENT_SLOTS)
             if parse_object(p, K_EVENT, ev, depth + 1) < 0:
                 return -1
-            if o.emit and idx < MAX_EVENTS_:
+            if idx < MAX_EVENTS_:
                 process_event(p, idx, ev)
         else:
             if skip_value(p, depth + 1, NULL) < 0:
                 return -1
-            if o.emit and idx < MAX_EVENTS_:
+            if idx < MAX_EVENTS_:
                 add_rejection(o, idx, CODE_NOT_OBJECT)
         skip_ws(p)
         if p.pos >= p.n:
@@ -76,13 +74,15 @@ cdef int events_pass(Parser* p, int depth) except -2:
 
 
 cdef int start_output(Parser* p) except -1:
-    """Empty the output and write the header's parts of every event."""
+    """Empty the output and write the header's parts of every event (none in `holes`)."""
     cdef Out* o = p.out
     o.events.n = o.who.n = o.sent.n = o.device.n = 0
-    o.nrej = o.nids = 0
+    o.nrej = o.nids = o.nplaced = 0
     o.over = 0
     p.app_at = -1
     memset(p.urls, 0, sizeof(p.urls))
+    if p.holes:
+        return 0
     return put_header_parts(p, p.header, o.received, &o.who, &o.sent, &o.device)
 
 
@@ -259,7 +259,6 @@ cdef int parse_object(Parser* p, int kind, Slot* slots, int depth) except -2:
                     p.pl_start = p.pos
                     if events_pass(p, depth + 1) < 0:
                         return -1
-                    p.written = p.out.emit
                 elif skip_value(p, depth + 1, NULL) < 0:
                     return -1
             else:

@@ -81,13 +81,15 @@ cdef struct Parser:
     uint64_t* hashes
     Py_ssize_t nhash
     Py_ssize_t hash_cap
-    # JSON events are written as they are read, when the header before `pl` is the final one
+    # JSON events are written as they are read, with the header's parts as they are when `pl`
+    # starts (none if the header is not sound yet); a header key after `pl` means the parts
+    # are joined anew with the events' own text when the document ends (`rejoin_header`)
     Slot* header
     Out* out
     Py_ssize_t pl_start     # where the last `pl` array starts
     int pl_seen             # how many `pl` keys were read
-    bint header_after_pl    # a header key came after `pl`: its events must be written again
-    bint written            # the events of the only `pl` were written with the final header
+    bint header_after_pl    # a header key came after the last `pl`
+    bint holes              # the last `pl`'s events were written without the header's parts
     # SDKs repeat themselves: the last text of each known sub-object (`vo`...) and its slots
     int32_t sub_start[MAX_SLOTS]
     int32_t sub_len[MAX_SLOTS]
@@ -103,13 +105,23 @@ cdef struct Parser:
     Py_ssize_t app_len
 
 
+cdef struct Placed:         # where a written event's parts from the header went
+    Py_ssize_t start        # the event's line: [start, end)
+    Py_ssize_t who          # its `who` part (as long as Out.who was when it was written)
+    Py_ssize_t time         # its time's digits: [time, time_end)
+    Py_ssize_t time_end
+    Py_ssize_t sent
+    Py_ssize_t device
+    Py_ssize_t end
+    int64_t t               # its device time, which its time is computed from
+
+
 cdef struct Out:
     Buf events
     Buf who                 # the parts of every event that come from the header
     Buf sent
     Buf device
     int64_t received
-    bint emit
     int32_t* rej_index      # rejected events: index in `pl` and code id
     int16_t* rej_code
     Py_ssize_t nrej
@@ -119,3 +131,6 @@ cdef struct Out:
     Py_ssize_t* id_at       # each written event's event_id: start and end of its JSON string
     Py_ssize_t nids
     Py_ssize_t ids_cap
+    Placed* placed          # each written event's parts from the header (JSON only)
+    Py_ssize_t nplaced
+    Py_ssize_t placed_cap

@@ -224,6 +224,90 @@ cdef int put_pb_object(Parser* p, Buf* b, Py_ssize_t pos, Py_ssize_t end) except
     return putc(b, 125)
 
 
+cdef Placed* place(Out* o) except NULL:
+    """A record of where the next written event's parts from the header go."""
+    cdef void* q
+    if o.nplaced == o.placed_cap:
+        o.placed_cap = o.placed_cap * 2 + 64
+        q = realloc(o.placed, sizeof(Placed) * o.placed_cap)
+        if q == NULL:
+            raise MemoryError()
+        o.placed = <Placed*>q
+    o.nplaced += 1
+    return &o.placed[o.nplaced - 1]
+
+
+cdef inline Py_ssize_t int_len(int64_t v) noexcept nogil:
+    """How many characters `put_int` writes for v."""
+    cdef uint64_t u = <uint64_t>0 - <uint64_t>v if v < 0 else <uint64_t>v
+    cdef Py_ssize_t n = 1 + (v < 0)
+    while u >= 10:
+        u //= 10
+        n += 1
+    return n
+
+
+cdef int rejoin_header(Parser* p) except -1:
+    """The events of `pl` joined anew with the final header's parts (a header key came after
+    `pl`, or the header was not sound when `pl` began): each event's own text is copied around
+    them. 1, with nothing written, when they would pass the output limit."""
+    cdef Out* o = p.out
+    cdef Py_ssize_t old_who = o.who.n, old_sent = o.sent.n, old_device = o.device.n
+    cdef Py_ssize_t i, total = 0, shift
+    cdef int64_t now
+    cdef int64_t skew
+    cdef Placed* e
+    cdef Buf b
+    cdef const char* s
+    o.who.n = o.sent.n = o.device.n = 0
+    put_header_parts(p, p.header, o.received, &o.who, &o.sent, &o.device)
+    now = p.header[H_NOW].i
+    for i in range(o.nplaced):
+        e = &o.placed[i]
+        skew = now - e.t
+        if skew < 0:
+            skew = 0
+        total += (e.end - e.start - old_who - old_sent - old_device - (e.time_end - e.time)
+                  + o.who.n + o.sent.n + o.device.n + int_len(o.received - skew))
+    if o.limit and total > o.limit:
+        return 1
+    memset(&b, 0, sizeof(Buf))
+    b.cap = total + 64
+    b.obj = bytes_new(NULL, b.cap)
+    if b.obj == NULL:
+        raise MemoryError()
+    b.p = bytes_data(b.obj)
+    s = o.events.p
+    for i in range(o.nplaced):
+        e = &o.placed[i]
+        shift = b.n - e.start
+        o.id_at[2 * i] += shift         # the event_id comes before any part of the header
+        o.id_at[2 * i + 1] += shift
+        skew = now - e.t
+        if skew < 0:
+            skew = 0
+        memcpy(b.p + b.n, s + e.start, e.who - e.start)
+        b.n += e.who - e.start
+        memcpy(b.p + b.n, o.who.p, o.who.n)
+        b.n += o.who.n
+        memcpy(b.p + b.n, s + e.who + old_who, e.time - e.who - old_who)
+        b.n += e.time - e.who - old_who
+        put_int(&b, o.received - skew)
+        memcpy(b.p + b.n, s + e.time_end, e.sent - e.time_end)
+        b.n += e.sent - e.time_end
+        memcpy(b.p + b.n, o.sent.p, o.sent.n)
+        b.n += o.sent.n
+        memcpy(b.p + b.n, s + e.sent + old_sent, e.device - e.sent - old_sent)
+        b.n += e.device - e.sent - old_sent
+        memcpy(b.p + b.n, o.device.p, o.device.n)
+        b.n += o.device.n
+        memcpy(b.p + b.n, s + e.device + old_device, e.end - e.device - old_device)
+        b.n += e.end - e.device - old_device
+    Py_XDECREF(o.events.obj)
+    o.events = b
+    return 0
+
+
 cdef int note_id(Out* o, Py_ssize_t start, Py_ssize_t end) except -1:
     """Where an event's event_id was written, for `decoded_ids`."""
     cdef void* q
@@ -245,9 +329,12 @@ cdef int put_event(Parser* p, Buf* b, Slot* ev, Slot* hd, Buf* who, Buf* sent, B
     cdef Py_ssize_t id_start
     cdef int64_t t = ev[S_T].i, now = hd[H_NOW].i, skew
     cdef Slot* tr
+    cdef Placed* pl = place(p.out)
     skew = now - t
     if skew < 0:
         skew = 0
+    pl.t = t
+    pl.start = b.n
     put(b, '{"event_id":', 12)
     id_start = b.n
     put_str(p, b, &ev[S_EUID])
@@ -262,14 +349,21 @@ cdef int put_event(Parser* p, Buf* b, Slot* ev, Slot* hd, Buf* who, Buf* sent, B
         put_str(p, b, &ev[LABEL_SLOT[ea]])
     else:
         put(b, "null", 4)
-    put(b, who.p, who.n)
+    pl.who = b.n
+    if who.n:
+        put(b, who.p, who.n)
     put(b, ',"session_id":', 14)
     put_opt_int(p, b, &ev[S_SN])
     put(b, ',"time":', 8)
-    put_int(b, received - skew)
+    pl.time = b.n
+    if not p.holes:
+        put_int(b, received - skew)
+    pl.time_end = b.n
     put(b, ',"device_time":', 15)
     put_int_slot(p, b, &ev[S_T])
-    put(b, sent.p, sent.n)
+    pl.sent = b.n
+    if sent.n:
+        put(b, sent.p, sent.n)
     put(b, ',"uptime_ms":', 13)
     put_opt_int(p, b, &ev[S_UPT])
     put(b, ',"url":', 7)
@@ -284,7 +378,9 @@ cdef int put_event(Parser* p, Buf* b, Slot* ev, Slot* hd, Buf* who, Buf* sent, B
     put_str(p, b, &ev[S_CI])
     put(b, ',"orientation":', 15)
     put_enum(b, &ev[S_O], ORIENTATION, 0, 2)
-    put(b, device.p, device.n)
+    pl.device = b.n
+    if device.n:
+        put(b, device.p, device.n)
     put_app_version(p, b, ev)
     put(b, '},"params":', 11)
     if ea == 4:
@@ -345,6 +441,7 @@ cdef int put_event(Parser* p, Buf* b, Slot* ev, Slot* hd, Buf* who, Buf* sent, B
     else:
         put(b, "{}", 2)
     put(b, "}\n", 2)
+    pl.end = b.n
     return 0
 
 

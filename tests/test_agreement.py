@@ -381,8 +381,8 @@ def test_output_limit_twins_agree(impl):
 
 
 def test_output_limit_counts_the_events_kept(impl):
-    """A repeated `pl` (the last one counts) or a header key after `pl` makes the native
-    decoder write the events again: only what it writes last counts against the limit."""
+    """A repeated `pl` (the last one counts) and a header key after `pl` (the events joined
+    anew with the final header): only the events kept count against the limit."""
     from collector.errors import TooLarge
 
     big = ",".join(f'{{"euid":"b{i}","ea":1,"t":1}}' for i in range(40))
@@ -393,3 +393,30 @@ def test_output_limit_counts_the_events_kept(impl):
     assert impl.decode(data, "json", 1, len(small)).to_jsonl() == small
     with pytest.raises(TooLarge):
         impl.decode(data, "json", 1, len(small) - 1)
+
+
+@pytest.mark.parametrize("order", ["header first", "pl first", "split", "shorter after pl", "alphabetical"])
+def test_output_limit_and_events_in_any_key_order(impl, order):
+    """Events written before the header is final are joined with its parts at the end: the
+    same lines and the same limit in every key order, as when the header comes first."""
+    from collector.errors import TooLarge
+
+    events = ",".join(f'{{"euid":"e{i}","ea":4,"t":{i},"st":"s","url":"a?title=x{i % 3}"}}'
+                      for i in range(30))
+    head = '"pid":7,"uid":"u","now":50,"dt":4,"dma":"Apple","l":"fr_FR","r":{"d":2}'
+    docs = {
+        "header first": '{%s,"pl":[%s]}' % (head, events),
+        "pl first": '{"pl":[%s],%s}' % (events, head),
+        "split": '{"pid":7,"uid":"u","pl":[%s],"now":50,"dt":4,"dma":"Apple","l":"fr_FR","r":{"d":2}}' % events,
+        "shorter after pl": '{%s,"dma":"%s","pl":[%s],"dma":"Apple"}' % (head, "M" * 300, events),
+        "alphabetical": '{"dma":"Apple","dt":4,"l":"fr_FR","now":50,"pid":7,"pl":[%s],"r":{"d":2},"uid":"u"}' % events,
+    }
+    data = docs[order].encode()
+    whole = impl.decode(docs["header first"].encode(), "json", 1000).to_jsonl()
+    decoded = impl.decode(data, "json", 1000)
+    assert decoded.to_jsonl() == whole
+    assert impl.decoded_ids(decoded) == [f"e{i}" for i in range(30)]
+    assert impl.decode(data, "json", 1000, len(whole)).to_jsonl() == whole
+    for limit in (len(whole) - 1, len(whole) // 2, 10):
+        with pytest.raises(TooLarge):
+            impl.decode(data, "json", 1000, limit)
