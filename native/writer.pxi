@@ -224,17 +224,22 @@ cdef int put_pb_object(Parser* p, Buf* b, Py_ssize_t pos, Py_ssize_t end) except
     return putc(b, 125)
 
 
-cdef Placed* place(Out* o) except NULL:
+cdef inline Placed* place(Out* o) except NULL:
     """A record of where the next written event's parts from the header go."""
-    cdef void* q
     if o.nplaced == o.placed_cap:
-        o.placed_cap = o.placed_cap * 2 + 64
-        q = realloc(o.placed, sizeof(Placed) * o.placed_cap)
-        if q == NULL:
-            raise MemoryError()
-        o.placed = <Placed*>q
+        grow_placed(o)
     o.nplaced += 1
     return &o.placed[o.nplaced - 1]
+
+
+cdef int grow_placed(Out* o) except -1:
+    cdef void* q
+    o.placed_cap = o.placed_cap * 2 + 64
+    q = realloc(o.placed, sizeof(Placed) * o.placed_cap)
+    if q == NULL:
+        raise MemoryError()
+    o.placed = <Placed*>q
+    return 0
 
 
 cdef inline Py_ssize_t int_len(int64_t v) noexcept nogil:
