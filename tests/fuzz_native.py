@@ -310,6 +310,23 @@ def _synthetic_protobuf():
     yield "params_unknown_fields", _pb_custom_batch(odd, b"")
 
 
+def _reordered(vectors):
+    """The vectors' batches that are JSON objects with `pl`, their keys in other orders: `pl`
+    first, and the header around it (the decoder joins those events with the header at the end)."""
+    for name, data in vectors:
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            continue
+        if not isinstance(doc, dict) or "pl" not in doc:
+            continue
+        head = [k for k in doc if k != "pl"]
+        half = len(head) // 2
+        for order, keys in (("pl_first", ["pl", *head]), ("around_pl", [*head[:half], "pl", *head[half:]])):
+            text = json.dumps({k: doc[k] for k in keys}, ensure_ascii=False, separators=(",", ":"))
+            yield f"{name}_{order}", text.encode("utf-8", "surrogatepass")
+
+
 _SEEDS = None
 
 
@@ -326,6 +343,7 @@ def seeds() -> list[tuple[str, str, bytes]]:
                 out.append((name, "protobuf", collector.json_to_protobuf(data)))
             except ValueError:  # refused as a whole, or a value protobuf cannot carry
                 pass
+        out += [(name, "json", data) for name, data in _reordered(vectors)]
         made = {name for name, fmt, _ in out if fmt == "protobuf"}
         out += [(name, "protobuf", data) for name, data in _synthetic_protobuf() if name not in made]
         _SEEDS = out
