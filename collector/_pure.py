@@ -311,31 +311,27 @@ def _batch_type(strict: bool):
     return _struct("Batch", [f for f in spec.HEADER if f.type != EVENTS], strict, extra=[("pl", pl)])
 
 
-def _transaction(ev):
-    tr = ev.tr
-    return {"value": tr.vl, "currency_code": tr.cu, "currency": spec.CURRENCIES.get(tr.cu),
-            "transaction_id": tr.id}
+def _params_maker(outs):
+    """A function of a valid event (its Struct) that makes its `params`, as `spec.ACTION_PARAMS`
+    lays them out: compiled from the table once, so that it is the only place they are spelled."""
+    tables = {}
+    items = []
+    for out in outs:
+        value = "ev." + out.source
+        if out.how == spec.ENUM:
+            tables[f"_t{len(tables)}"] = out.table
+            value = f"_enum(_t{len(tables) - 1}, {value})"
+        elif out.how == spec.CURRENCY_NAME:
+            value = f"_currencies.get({value})"
+        items.append(f"{out.name!r}: {value}")
+    namespace = {"_enum": _enum, "_currencies": spec.CURRENCIES, **tables}
+    exec(f"def make(ev):\n    return {{{', '.join(items)}}}\n", namespace)  # noqa: S102
+    return namespace["make"]
 
 
-def _gesture(ev):
-    return {"target_path": ev.tvp, "target_id": ev.tvid,
-            "direction": _enum(spec.DIRECTIONS, ev.fd), "distance": ev.tvd, "velocity": ev.tvv}
+_PARAMS = {ea: _params_maker(outs) for ea, outs in spec.ACTION_PARAMS.items()}
+_PARAMS[spec.CUSTOM] = lambda ev: {} if ev.pr is None else _params(ev.pr)  # `pr` as sent
 
-
-_PARAMS = {
-    0: lambda ev: {},
-    1: lambda ev: {},
-    2: lambda ev: {},
-    4: lambda ev: {"title": ev.st, "load_time_ms": ev.sl},
-    6: lambda ev: {"target_path": ev.tvp, "target_id": ev.tvid, "responsive": ev.ur},
-    8: lambda ev: {"target_path": ev.tvp, "target_id": ev.tvid},
-    9: _gesture,
-    10: _gesture,
-    16: _transaction,
-    18: lambda ev: {"key": ev.k, "value": ev.v},
-    19: lambda ev: {"key": ev.k, "value": ev.v},
-    spec.CUSTOM: lambda ev: {} if ev.pr is None else _params(ev.pr),
-}
 
 _Strict = _batch_type(strict=True)
 _Lenient = _batch_type(strict=False)

@@ -155,14 +155,11 @@ def event_to_protobuf(event) -> "event_pb2.NormalizedEvent":
 def protobuf_to_event(msg) -> dict:
     """A `collector.v1.NormalizedEvent` message as the SPEC's JSON object (a dict)."""
     out = {}
-    for name in ("event_id", "action", "label", "project_id", "user_id", "session_id", "time",
-                 "device_time", "sent_time", "received_time", "uptime_ms", "url", "screen_name",
-                 "screen_count", "connectivity", "carrier", "orientation"):
+    for name in spec.EVENT_KEYS[: spec.EVENT_KEYS.index("device")]:  # the layout of spec.py
         f = msg.DESCRIPTOR.fields_by_name[name]
         out[name] = getattr(msg, name) if not f.has_presence or msg.HasField(name) else None
-    for name in ("device", "app"):
+    for name, layout in (("device", spec.DEVICE), ("app", spec.APP)):
         sub = getattr(msg, name)
-        out[name] = {f.name: getattr(sub, f.name) if sub.HasField(f.name) else None
-                     for f in sub.DESCRIPTOR.fields}
+        out[name] = {o.name: getattr(sub, o.name) if sub.HasField(o.name) else None for o in layout}
     out["params"] = values.read_object(msg.params.SerializeToString(), 0, msg.params.ByteSize(), 4)
     return out

@@ -61,12 +61,12 @@ cdef int check_list(Parser* p, Slot* slots, int list_id) except -2:
         elif r.check == C_NON_NEGATIVE:
             ok = sl.i >= 0
         elif r.check == C_CURRENCY:
-            ok = 0 <= sl.i <= 999
+            ok = 0 <= sl.i <= CURRENCY_MAX_
         elif r.check == C_DENSITY:
             d = <double>sl.i if k == INT else sl.d
             ok = DENSITY_MIN_ <= d <= DENSITY_MAX_
         elif r.check == C_ACTION_CODE:
-            if not (0 <= sl.i <= 20 and L_ACTION[sl.i] >= 0):
+            if not (0 <= sl.i <= MAX_ACTION_CODE_ and L_ACTION[sl.i] >= 0):
                 return CODE_UNKNOWN_ACTION
         elif r.check == C_ACTION_NAME:
             b = string_bytes(p, sl, &n)
@@ -80,7 +80,7 @@ cdef int check_list(Parser* p, Slot* slots, int list_id) except -2:
 cdef bint valid_action_name(const unsigned char* b, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t i
     cdef bint dot = 0
-    if n < 1 or n > 32:
+    if n < 1 or n > MAX_ACTION_NAME_:
         return 0
     for i in range(n):
         if not ACTION_CHAR[b[i]]:

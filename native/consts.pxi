@@ -9,6 +9,19 @@ DEF MAX_FIELDNO = 32      # protobuf field numbers we map (larger ones are unkno
 DEF N_KINDS = 24        # object kinds (JSON lookups / protobuf messages)
 DEF HASH_BITS = 7
 DEF HASH_SIZE = 128       # 2 ** HASH_BITS
+DEF N_ACTIONS = 21        # room for action codes 0..20 (spec.MAX_ACTION_CODE, checked at import)
+DEF N_CURRENCIES = 1000   # room for currency codes 0..999 (spec.CURRENCY_MAX, checked at import)
+DEF MAX_ENUMS = 8         # enums written by name (connectivity, orientation...)
+DEF MAX_ENUM_SIZE = 8     # names of one enum
+DEF MAX_PARAMS = 8        # keys of one action's params
+
+# How an action's params are written (from the spec field each comes from).
+DEF W_STR = 0
+DEF W_INT = 1
+DEF W_BOOL = 2
+DEF W_NUMBER = 3
+DEF W_ENUM = 4
+DEF W_CURRENCY = 5
 
 # Slot kinds.
 DEF ABSENT = 0

@@ -123,7 +123,7 @@ cdef int pb_message(Parser* p, Py_ssize_t pos, Py_ssize_t end, int kind, Slot* s
                 return -1
     if kind == PB_EVENT and payload >= 0:
         sl = &slots[S_EA]
-        if sl.kind == INT and 0 <= sl.i <= 20 and PAYLOAD_CODES[payload][sl.i]:
+        if sl.kind == INT and 0 <= sl.i <= MAX_ACTION_CODE_ and PAYLOAD_CODES[payload][sl.i]:
             if PAYLOAD_AS_SLOT[payload] >= 0:
                 memset(&slots[PAYLOAD_SUB_START[payload]], 0, sizeof(Slot) * PAYLOAD_SUB_COUNT[payload])
                 slots[PAYLOAD_AS_SLOT[payload]].kind = OBJ

@@ -10,13 +10,13 @@ cdef List LISTS[MAX_LISTS]
 cdef int N_HEADER_SLOTS, N_EVENT_SLOTS
 cdef int K_HEADER, K_EVENT, PB_BATCH, PB_EVENT
 cdef int L_HEADER, L_COMMON
-cdef int L_ACTION[21]       # -1: unknown action
+cdef int L_ACTION[N_ACTIONS]       # -1: unknown action
 cdef int PAYLOAD_KIND[MAX_FIELDNO + 1]     # payload field number -> message kind, -1 if none
-cdef uint8_t PAYLOAD_CODES[MAX_FIELDNO + 1][21]
+cdef uint8_t PAYLOAD_CODES[MAX_FIELDNO + 1][N_ACTIONS]
 cdef int PAYLOAD_AS_SLOT[MAX_FIELDNO + 1]  # slot when the payload is one key's object (`tr`)
 cdef int PAYLOAD_SUB_START[MAX_FIELDNO + 1]
 cdef int PAYLOAD_SUB_COUNT[MAX_FIELDNO + 1]
-cdef int LABEL_SLOT[21]
+cdef int LABEL_SLOT[N_ACTIONS]
 cdef int CODE_NOT_OBJECT, CODE_UNKNOWN_ACTION, CODE_BAD_ACTION_NAME, CODE_TOO_MANY
 cdef int CUSTOM_EA, CODE_BAD_PARAMS
 # spec field types and checks, wire kinds and Value fields, as C values
@@ -40,13 +40,23 @@ cdef struct Name:           # a short JSON text, copied whole (its length says w
     char s[40]
     int n
 
-cdef Name ACTION_JSON[21]
-cdef char CURRENCY[1000][4]
-cdef Name CONNECTIVITY[6]
-cdef Name ORIENTATION[2]
-cdef Name DEVICE_TYPE[2]
-cdef Name DIRECTION[5]
-cdef int MAX_EVENTS_, MAX_DEPTH_, MAX_ID_BYTES_
+cdef Name ACTION_JSON[N_ACTIONS]
+cdef char CURRENCY[N_CURRENCIES][4]
+# enums written by name: names[i] is the value lo + i; others are "unknown"
+cdef Name ENUM_NAMES[MAX_ENUMS][MAX_ENUM_SIZE]
+cdef int64_t ENUM_LO[MAX_ENUMS]
+cdef int64_t ENUM_COUNT[MAX_ENUMS]
+cdef int E_CONNECTIVITY, E_ORIENTATION, E_DEVICE_TYPE
+
+# each action's params, as spec.ACTION_PARAMS lays them out (PARAM_N -1: `pr` as sent)
+cdef struct ParamOut:
+    Name key                # '{"title":' for the first, then ',"load_time_ms":'
+    int16_t slot
+    uint8_t how             # W_*
+    uint8_t enum_id         # for W_ENUM
+cdef ParamOut PARAM_OUT[N_ACTIONS][MAX_PARAMS]
+cdef int PARAM_N[N_ACTIONS]
+cdef int MAX_EVENTS_, MAX_DEPTH_, MAX_ID_BYTES_, MAX_ACTION_CODE_, MAX_ACTION_NAME_, CURRENCY_MAX_
 cdef double DENSITY_MIN_, DENSITY_MAX_
 
 _CODES = []          # code id -> SPEC code string
@@ -81,6 +91,7 @@ def _init():
     global L_HEADER, L_COMMON, CODE_NOT_OBJECT, CODE_UNKNOWN_ACTION, CODE_BAD_ACTION_NAME
     global CODE_TOO_MANY, CUSTOM_EA, MAX_EVENTS_, MAX_DEPTH_, MAX_ID_BYTES_
     global DENSITY_MIN_, DENSITY_MAX_, CODE_BAD_PARAMS
+    global MAX_ACTION_CODE_, MAX_ACTION_NAME_, CURRENCY_MAX_, E_CONNECTIVITY, E_ORIENTATION, E_DEVICE_TYPE
     global T_INT, T_NUMBER, T_STRING, T_BOOL, T_OBJECT, T_PARAMS
     global C_ANY, C_POSITIVE, C_NON_NEGATIVE, C_ID, C_CURRENCY, C_DENSITY, C_ACTION_NAME, C_ACTION_CODE
     global VK_INT, VK_SINT, VK_DOUBLE, VK_BOOL
@@ -97,6 +108,9 @@ def _init():
 
     MAX_EVENTS_, MAX_DEPTH_, MAX_ID_BYTES_ = spec.MAX_EVENTS, spec.MAX_DEPTH, spec.MAX_ID_BYTES
     DENSITY_MIN_, DENSITY_MAX_ = spec.DENSITY_MIN, spec.DENSITY_MAX
+    MAX_ACTION_CODE_, MAX_ACTION_NAME_, CURRENCY_MAX_ = spec.MAX_ACTION_CODE, spec.MAX_ACTION_NAME, spec.CURRENCY_MAX
+    if not (0 <= min(spec.ACTIONS) and spec.MAX_ACTION_CODE < N_ACTIONS and spec.CURRENCY_MAX < N_CURRENCIES):
+        raise RuntimeError("the spec's action or currency codes pass the native tables' room")
     CUSTOM_EA = spec.CUSTOM
     T_INT, T_NUMBER, T_STRING, T_BOOL = spec.INT, spec.NUMBER, spec.STRING, spec.BOOL
     T_OBJECT, T_PARAMS = spec.OBJECT, spec.PARAMS
@@ -193,7 +207,7 @@ def _init():
 
     L_HEADER = add_list(spec.HEADER, header_slots, "")
     L_COMMON = add_list(spec.COMMON, event_slots, "")
-    for i in range(21):
+    for i in range(N_ACTIONS):
         L_ACTION[i] = -1
         LABEL_SLOT[i] = -1
     for ea, (name, fields, _) in spec.ACTIONS.items():
@@ -245,7 +259,7 @@ def _init():
     for j in range(MAX_FIELDNO + 1):
         PAYLOAD_KIND[j] = -1
         PAYLOAD_AS_SLOT[j] = -1
-        memset(PAYLOAD_CODES[j], 0, 21)
+        memset(PAYLOAD_CODES[j], 0, N_ACTIONS)
     for number, (codes, as_key) in wire.PAYLOADS.items():
         sub = wire.MESSAGES["Event"][number][3]
         for ea in codes:
@@ -259,24 +273,59 @@ def _init():
             PAYLOAD_KIND[number] = fill_fields(sub, event_slots, "")
 
     # Names.
-    for i in range(1000):
+    for i in range(N_CURRENCIES):
         CURRENCY[i][0] = 0
     for code, alpha in spec.CURRENCIES.items():
         b = alpha.encode()
         memcpy(CURRENCY[code], <char*>b, 3)
         CURRENCY[code][3] = 0
 
-    def names(table, lo, n):
-        return [b'"' + table[lo + i].encode() + b'"' for i in range(n)]
+    enums = []
 
-    for i, b in enumerate(names(spec.CONNECTIVITY, -1, 6)):
-        set_name(&CONNECTIVITY[i], b)
-    for i, b in enumerate(names(spec.ORIENTATIONS, 0, 2)):
-        set_name(&ORIENTATION[i], b)
-    for i, b in enumerate(names(spec.DEVICE_TYPES, 4, 2)):
-        set_name(&DEVICE_TYPE[i], b)
-    for i, b in enumerate(names(spec.DIRECTIONS, 1, 5)):
-        set_name(&DIRECTION[i], b)
+    def add_enum(table):
+        """An enum's names, by its range of ints (which must have no gap)."""
+        for i, known in enumerate(enums):
+            if known is table:
+                return i
+        lo, count = min(table), max(table) - min(table) + 1
+        if count != len(table) or count > MAX_ENUM_SIZE or len(enums) == MAX_ENUMS:
+            raise RuntimeError("an enum of the spec does not fit the native tables")
+        i = len(enums)
+        enums.append(table)
+        ENUM_LO[i], ENUM_COUNT[i] = lo, count
+        for j in range(count):
+            set_name(&ENUM_NAMES[i][j], b'"' + table[lo + j].encode() + b'"')
+        return i
+
+    E_CONNECTIVITY = add_enum(spec.CONNECTIVITY)
+    E_ORIENTATION = add_enum(spec.ORIENTATIONS)
+    E_DEVICE_TYPE = add_enum(spec.DEVICE_TYPES)
+
+    # Params, by action: the output key, the slot of the spec field it comes from, and how
+    # that field's type is written.
+    writes = {spec.STRING: W_STR, spec.INT: W_INT, spec.BOOL: W_BOOL, spec.NUMBER: W_NUMBER}
+    for i in range(N_ACTIONS):
+        PARAM_N[i] = 0
+    PARAM_N[spec.CUSTOM] = -1
+    for ea, outs in spec.ACTION_PARAMS.items():
+        if len(outs) > MAX_PARAMS:
+            raise RuntimeError(f"action {ea} has more params than the native tables hold")
+        types = {}
+        for f in spec.ACTIONS[ea][1]:
+            types[f.key] = f.type
+            for sub in f.fields:
+                types[f.key + "." + sub.key] = sub.type
+        PARAM_N[ea] = len(outs)
+        for j, out in enumerate(outs):
+            set_name(&PARAM_OUT[ea][j].key, ("{" if j == 0 else ",").encode() + b'"' + out.name.encode() + b'":')
+            PARAM_OUT[ea][j].slot = event_slots[out.source]
+            if out.how == spec.ENUM:
+                PARAM_OUT[ea][j].how = W_ENUM
+                PARAM_OUT[ea][j].enum_id = add_enum(out.table)
+            elif out.how == spec.CURRENCY_NAME:
+                PARAM_OUT[ea][j].how = W_CURRENCY
+            else:
+                PARAM_OUT[ea][j].how = writes[types[out.source]]
 
     memset(ACTION_CHAR, 0, 256)
     for ch in spec.ACTION_NAME_CHARS:

@@ -333,7 +333,6 @@ cdef int put_event(Parser* p, Buf* b, Slot* ev, Slot* hd, Buf* who, Buf* sent, B
     cdef int ea = <int>ev[S_EA].i
     cdef Py_ssize_t id_start
     cdef int64_t t = ev[S_T].i, now = hd[H_NOW].i, skew
-    cdef Slot* tr
     cdef Placed* pl = place(p.out)
     skew = now - t
     if skew < 0:
@@ -378,62 +377,18 @@ cdef int put_event(Parser* p, Buf* b, Slot* ev, Slot* hd, Buf* who, Buf* sent, B
     put(b, ',"screen_count":', 16)
     put_opt_int(p, b, &ev[S_SCN])
     put(b, ',"connectivity":', 16)
-    put_enum(b, &ev[S_C], CONNECTIVITY, -1, 6)
+    put_enum(b, &ev[S_C], ENUM_NAMES[E_CONNECTIVITY], ENUM_LO[E_CONNECTIVITY], ENUM_COUNT[E_CONNECTIVITY])
     put(b, ',"carrier":', 11)
     put_str(p, b, &ev[S_CI])
     put(b, ',"orientation":', 15)
-    put_enum(b, &ev[S_O], ORIENTATION, 0, 2)
+    put_enum(b, &ev[S_O], ENUM_NAMES[E_ORIENTATION], ENUM_LO[E_ORIENTATION], ENUM_COUNT[E_ORIENTATION])
     pl.device = b.n
     if device.n:
         put(b, device.p, device.n)
     put_app_version(p, b, ev)
     put(b, '},"params":', 11)
-    if ea == 4:
-        put(b, '{"title":', 9)
-        put_str(p, b, &ev[S_ST])
-        put(b, ',"load_time_ms":', 16)
-        put_opt_int(p, b, &ev[S_SL])
-        putc(b, 125)
-    elif ea == 6 or ea == 8 or ea == 9 or ea == 10:
-        put(b, '{"target_path":', 15)
-        put_str(p, b, &ev[S_TVP])
-        put(b, ',"target_id":', 13)
-        put_str(p, b, &ev[S_TVID])
-        if ea == 6:
-            put(b, ',"responsive":', 14)
-            put_bool(b, &ev[S_UR])
-        elif ea != 8:
-            put(b, ',"direction":', 13)
-            put_enum(b, &ev[S_FD], DIRECTION, 1, 5)
-            put(b, ',"distance":', 12)
-            put_opt_int(p, b, &ev[S_TVD])
-            put(b, ',"velocity":', 12)
-            put_opt_int(p, b, &ev[S_TVV])
-        putc(b, 125)
-    elif ea == 16:
-        put(b, '{"value":', 9)
-        put_number(p, b, &ev[S_VL])
-        put(b, ',"currency_code":', 17)
-        put_int_slot(p, b, &ev[S_CU])
-        put(b, ',"currency":', 12)
-        if CURRENCY[ev[S_CU].i][0]:
-            putc(b, 34)
-            put(b, CURRENCY[ev[S_CU].i], 3)
-            putc(b, 34)
-        else:
-            put(b, "null", 4)
-        put(b, ',"transaction_id":', 18)
-        put_str(p, b, &ev[S_ID])
-        putc(b, 125)
-    elif ea == 18 or ea == 19:
-        put(b, '{"key":', 7)
-        put_str(p, b, &ev[S_K])
-        put(b, ',"value":', 9)
-        if ea == 18:
-            put_str(p, b, &ev[S_V])
-        else:
-            put_int_slot(p, b, &ev[S_V])
-        putc(b, 125)
+    if PARAM_N[ea] >= 0:
+        put_action_params(p, b, ev, ea)
     elif ea == CUSTOM_EA:
         if params is not None:
             put(b, <const char*>params, len(params))
@@ -448,6 +403,36 @@ cdef int put_event(Parser* p, Buf* b, Slot* ev, Slot* hd, Buf* who, Buf* sent, B
     put(b, "}\n", 2)
     pl.end = b.n
     return 0
+
+
+cdef int put_action_params(Parser* p, Buf* b, Slot* ev, int ea) except -1:
+    """The params of a known action, as spec.ACTION_PARAMS lays them out."""
+    cdef int i, n = PARAM_N[ea]
+    cdef const ParamOut* o
+    cdef Slot* sl
+    if n == 0:
+        return put(b, "{}", 2)
+    for i in range(n):
+        o = &PARAM_OUT[ea][i]
+        put_name(b, &o.key)
+        sl = &ev[o.slot]
+        if o.how == W_STR:
+            put_str(p, b, sl)
+        elif o.how == W_INT:
+            put_opt_int(p, b, sl)
+        elif o.how == W_NUMBER:
+            put_number(p, b, sl)
+        elif o.how == W_BOOL:
+            put_bool(b, sl)
+        elif o.how == W_ENUM:
+            put_enum(b, sl, ENUM_NAMES[o.enum_id], ENUM_LO[o.enum_id], ENUM_COUNT[o.enum_id])
+        elif sl.kind == INT and 0 <= sl.i <= CURRENCY_MAX_ and CURRENCY[sl.i][0]:   # W_CURRENCY
+            putc(b, 34)
+            put(b, CURRENCY[sl.i], 3)
+            putc(b, 34)
+        else:
+            put(b, "null", 4)
+    return putc(b, 125)
 
 
 cdef int put_app_version(Parser* p, Buf* b, Slot* ev) except -1:
@@ -490,7 +475,7 @@ cdef int put_header_parts(Parser* p, Slot* hd, int64_t received, Buf* who, Buf* 
     put(sent, ',"received_time":', 17)
     put_int(sent, received)
     put(device, ',"device":{"type":', 18)
-    put_enum(device, &hd[H_DT], DEVICE_TYPE, 4, 2)
+    put_enum(device, &hd[H_DT], ENUM_NAMES[E_DEVICE_TYPE], ENUM_LO[E_DEVICE_TYPE], ENUM_COUNT[E_DEVICE_TYPE])
     put(device, ',"manufacturer":', 16)
     put_str(p, device, &hd[H_DMA])
     put(device, ',"model":', 9)
