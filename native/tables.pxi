@@ -56,6 +56,23 @@ cdef struct ParamOut:
     uint8_t enum_id         # for W_ENUM
 cdef ParamOut PARAM_OUT[N_ACTIONS][MAX_PARAMS]
 cdef int PARAM_N[N_ACTIONS]
+# device and app, as spec.DEVICE and spec.APP lay them out: the part from the header (written
+# once per batch), then the part from the event's `vo`
+cdef ParamOut HEADER_OUT[2 * MAX_PARAMS]
+cdef int N_HEADER_OUT
+cdef ParamOut VO_OUT[MAX_PARAMS]
+cdef int N_VO_OUT
+# the event's keys, each with what comes before it ('{' for the first, ',' or the close of
+# `app` before `params`), from spec.EVENT_KEYS; `who` and `sent` are written from the header
+cdef Name KEY_EVENT_ID, KEY_ACTION, KEY_LABEL, KEY_PROJECT_ID, KEY_USER_ID, KEY_SESSION_ID
+cdef Name KEY_TIME, KEY_DEVICE_TIME, KEY_SENT_TIME, KEY_RECEIVED_TIME, KEY_UPTIME_MS, KEY_URL
+cdef Name KEY_SCREEN_NAME, KEY_SCREEN_COUNT, KEY_CONNECTIVITY, KEY_CARRIER, KEY_ORIENTATION
+cdef Name KEY_PARAMS
+
+# the order in which put_event writes them (the code's order, checked against the spec's)
+_WRITER_ORDER = ("event_id", "action", "label", "project_id", "user_id", "session_id", "time",
+                "device_time", "sent_time", "received_time", "uptime_ms", "url", "screen_name",
+                "screen_count", "connectivity", "carrier", "orientation", "device", "app", "params")
 cdef int MAX_EVENTS_, MAX_DEPTH_, MAX_ID_BYTES_, MAX_ACTION_CODE_, MAX_ACTION_NAME_, CURRENCY_MAX_
 cdef double DENSITY_MIN_, DENSITY_MAX_
 
@@ -92,6 +109,7 @@ def _init():
     global CODE_TOO_MANY, CUSTOM_EA, MAX_EVENTS_, MAX_DEPTH_, MAX_ID_BYTES_
     global DENSITY_MIN_, DENSITY_MAX_, CODE_BAD_PARAMS
     global MAX_ACTION_CODE_, MAX_ACTION_NAME_, CURRENCY_MAX_, E_CONNECTIVITY, E_ORIENTATION, E_DEVICE_TYPE
+    global N_HEADER_OUT, N_VO_OUT
     global T_INT, T_NUMBER, T_STRING, T_BOOL, T_OBJECT, T_PARAMS
     global C_ANY, C_POSITIVE, C_NON_NEGATIVE, C_ID, C_CURRENCY, C_DENSITY, C_ACTION_NAME, C_ACTION_CODE
     global VK_INT, VK_SINT, VK_DOUBLE, VK_BOOL
@@ -105,6 +123,7 @@ def _init():
     cdef int i, j, kind, slot, h
     cdef uint64_t packed, mul
     cdef bytes b
+    cdef ParamOut* o
 
     MAX_EVENTS_, MAX_DEPTH_, MAX_ID_BYTES_ = spec.MAX_EVENTS, spec.MAX_DEPTH, spec.MAX_ID_BYTES
     DENSITY_MIN_, DENSITY_MAX_ = spec.DENSITY_MIN, spec.DENSITY_MAX
@@ -326,6 +345,64 @@ def _init():
                 PARAM_OUT[ea][j].how = W_CURRENCY
             else:
                 PARAM_OUT[ea][j].how = writes[types[out.source]]
+
+    # Device and app: the header's values, then the event's (`vo`), each key after its object's
+    # opening for the first of them.
+    def field_types(fields):
+        types = {}
+        for f in fields:
+            types[f.key] = f.type
+            for sub in f.fields:
+                types[f.key + "." + sub.key] = sub.type
+        return types
+
+    header_types, event_types = field_types(spec.HEADER), field_types(spec.COMMON)
+    n_header = n_vo = 0
+    for obj, outs, opening in (("device", spec.DEVICE, ',"device":{'), ("app", spec.APP, '},"app":{')):
+        for j, out in enumerate(outs):
+            if out.source in header_types:
+                if n_vo:
+                    raise RuntimeError("the header's values of device and app must come first")
+                o = &HEADER_OUT[n_header]
+                o.slot = header_slots[out.source]
+                t = header_types[out.source]
+                n_header += 1
+            else:
+                if j == 0:
+                    raise RuntimeError(f"{obj} must open with a value from the header")
+                o = &VO_OUT[n_vo]
+                o.slot = event_slots[out.source]
+                t = event_types[out.source]
+                n_vo += 1
+            set_name(&o.key, ((opening if j == 0 else ",") + f'"{out.name}":').encode())
+            o.how = W_ENUM if out.how == spec.ENUM else writes[t]
+            o.enum_id = add_enum(out.table) if out.how == spec.ENUM else 0
+    N_HEADER_OUT, N_VO_OUT = n_header, n_vo
+    if spec.EVENT_KEYS != _WRITER_ORDER:
+        raise RuntimeError("spec.EVENT_KEYS is not the order the native writer writes")
+
+    def key(name):
+        before = "{" if name == spec.EVENT_KEYS[0] else ("}," if name == "params" else ",")
+        return f'{before}"{name}":'.encode()
+
+    set_name(&KEY_EVENT_ID, key("event_id"))
+    set_name(&KEY_ACTION, key("action"))
+    set_name(&KEY_LABEL, key("label"))
+    set_name(&KEY_PROJECT_ID, key("project_id"))
+    set_name(&KEY_USER_ID, key("user_id"))
+    set_name(&KEY_SESSION_ID, key("session_id"))
+    set_name(&KEY_TIME, key("time"))
+    set_name(&KEY_DEVICE_TIME, key("device_time"))
+    set_name(&KEY_SENT_TIME, key("sent_time"))
+    set_name(&KEY_RECEIVED_TIME, key("received_time"))
+    set_name(&KEY_UPTIME_MS, key("uptime_ms"))
+    set_name(&KEY_URL, key("url"))
+    set_name(&KEY_SCREEN_NAME, key("screen_name"))
+    set_name(&KEY_SCREEN_COUNT, key("screen_count"))
+    set_name(&KEY_CONNECTIVITY, key("connectivity"))
+    set_name(&KEY_CARRIER, key("carrier"))
+    set_name(&KEY_ORIENTATION, key("orientation"))
+    set_name(&KEY_PARAMS, key("params"))
 
     memset(ACTION_CHAR, 0, 256)
     for ch in spec.ACTION_NAME_CHARS:

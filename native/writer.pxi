@@ -339,16 +339,16 @@ cdef int put_event(Parser* p, Buf* b, Slot* ev, Slot* hd, Buf* who, Buf* sent, B
         skew = 0
     pl.t = t
     pl.start = b.n
-    put(b, '{"event_id":', 12)
+    put_name(b, &KEY_EVENT_ID)
     id_start = b.n
     put_str(p, b, &ev[S_EUID])
     note_id(p.out, id_start, b.n)
-    put(b, ',"action":', 10)
+    put_name(b, &KEY_ACTION)
     if ea == CUSTOM_EA:
         put_str(p, b, &ev[S_AC])
     else:
         put_name(b, &ACTION_JSON[ea])
-    put(b, ',"label":', 9)
+    put_name(b, &KEY_LABEL)
     if LABEL_SLOT[ea] >= 0:
         put_str(p, b, &ev[LABEL_SLOT[ea]])
     else:
@@ -356,37 +356,37 @@ cdef int put_event(Parser* p, Buf* b, Slot* ev, Slot* hd, Buf* who, Buf* sent, B
     pl.who = b.n
     if who.n:
         put(b, who.p, who.n)
-    put(b, ',"session_id":', 14)
+    put_name(b, &KEY_SESSION_ID)
     put_opt_int(p, b, &ev[S_SN])
-    put(b, ',"time":', 8)
+    put_name(b, &KEY_TIME)
     pl.time = b.n
     if not p.holes:
         put_int(b, received - skew)
     pl.time_end = b.n
-    put(b, ',"device_time":', 15)
+    put_name(b, &KEY_DEVICE_TIME)
     put_int_slot(p, b, &ev[S_T])
     pl.sent = b.n
     if sent.n:
         put(b, sent.p, sent.n)
-    put(b, ',"uptime_ms":', 13)
+    put_name(b, &KEY_UPTIME_MS)
     put_opt_int(p, b, &ev[S_UPT])
-    put(b, ',"url":', 7)
+    put_name(b, &KEY_URL)
     put_str(p, b, &ev[S_URL])
-    put(b, ',"screen_name":', 15)
+    put_name(b, &KEY_SCREEN_NAME)
     put_screen_name(p, b, &ev[S_URL])
-    put(b, ',"screen_count":', 16)
+    put_name(b, &KEY_SCREEN_COUNT)
     put_opt_int(p, b, &ev[S_SCN])
-    put(b, ',"connectivity":', 16)
+    put_name(b, &KEY_CONNECTIVITY)
     put_enum(b, &ev[S_C], ENUM_NAMES[E_CONNECTIVITY], ENUM_LO[E_CONNECTIVITY], ENUM_COUNT[E_CONNECTIVITY])
-    put(b, ',"carrier":', 11)
+    put_name(b, &KEY_CARRIER)
     put_str(p, b, &ev[S_CI])
-    put(b, ',"orientation":', 15)
+    put_name(b, &KEY_ORIENTATION)
     put_enum(b, &ev[S_O], ENUM_NAMES[E_ORIENTATION], ENUM_LO[E_ORIENTATION], ENUM_COUNT[E_ORIENTATION])
     pl.device = b.n
     if device.n:
         put(b, device.p, device.n)
     put_app_version(p, b, ev)
-    put(b, '},"params":', 11)
+    put_name(b, &KEY_PARAMS)
     if PARAM_N[ea] >= 0:
         put_action_params(p, b, ev, ea)
     elif ea == CUSTOM_EA:
@@ -405,17 +405,15 @@ cdef int put_event(Parser* p, Buf* b, Slot* ev, Slot* hd, Buf* who, Buf* sent, B
     return 0
 
 
-cdef int put_action_params(Parser* p, Buf* b, Slot* ev, int ea) except -1:
-    """The params of a known action, as spec.ACTION_PARAMS lays them out."""
-    cdef int i, n = PARAM_N[ea]
+cdef int put_outs(Parser* p, Buf* b, Slot* slots, const ParamOut* outs, int n) except -1:
+    """Keys and their values, as a table built from spec.py's layout says."""
+    cdef int i
     cdef const ParamOut* o
     cdef Slot* sl
-    if n == 0:
-        return put(b, "{}", 2)
     for i in range(n):
-        o = &PARAM_OUT[ea][i]
+        o = &outs[i]
         put_name(b, &o.key)
-        sl = &ev[o.slot]
+        sl = &slots[o.slot]
         if o.how == W_STR:
             put_str(p, b, sl)
         elif o.how == W_INT:
@@ -432,6 +430,14 @@ cdef int put_action_params(Parser* p, Buf* b, Slot* ev, int ea) except -1:
             putc(b, 34)
         else:
             put(b, "null", 4)
+    return 0
+
+
+cdef int put_action_params(Parser* p, Buf* b, Slot* ev, int ea) except -1:
+    """The params of a known action, as spec.ACTION_PARAMS lays them out."""
+    if PARAM_N[ea] == 0:
+        return put(b, "{}", 2)
+    put_outs(p, b, ev, PARAM_OUT[ea], PARAM_N[ea])
     return putc(b, 125)
 
 
@@ -448,16 +454,7 @@ cdef int put_app_version(Parser* p, Buf* b, Slot* ev) except -1:
         b.n += p.app_len
         return 0
     at = b.n
-    put(b, ',"sdk_version":', 15)
-    put_str(p, b, &ev[S_SV])
-    put(b, ',"sdk_build":', 13)
-    put_opt_int(p, b, &ev[S_SB])
-    put(b, ',"version":', 11)
-    put_str(p, b, &ev[S_AV])
-    put(b, ',"flavor":', 10)
-    put_str(p, b, &ev[S_AF])
-    put(b, ',"build":', 9)
-    put_opt_int(p, b, &ev[S_AB])
+    put_outs(p, b, ev, VO_OUT, N_VO_OUT)
     if vo.kind == OBJ and vo.len:
         p.vo_start, p.vo_len = vo.start, vo.len
         p.app_at, p.app_len = at, b.n - at
@@ -466,32 +463,13 @@ cdef int put_app_version(Parser* p, Buf* b, Slot* ev) except -1:
 
 cdef int put_header_parts(Parser* p, Slot* hd, int64_t received, Buf* who, Buf* sent, Buf* device) except -1:
     """The parts of every event that come from the header, written once per batch."""
-    put(who, ',"project_id":', 14)
+    put_name(who, &KEY_PROJECT_ID)
     put_int(who, hd[H_PID].i)
-    put(who, ',"user_id":', 11)
+    put_name(who, &KEY_USER_ID)
     put_str(p, who, &hd[H_UID])
-    put(sent, ',"sent_time":', 13)
+    put_name(sent, &KEY_SENT_TIME)
     put_int(sent, hd[H_NOW].i)
-    put(sent, ',"received_time":', 17)
+    put_name(sent, &KEY_RECEIVED_TIME)
     put_int(sent, received)
-    put(device, ',"device":{"type":', 18)
-    put_enum(device, &hd[H_DT], ENUM_NAMES[E_DEVICE_TYPE], ENUM_LO[E_DEVICE_TYPE], ENUM_COUNT[E_DEVICE_TYPE])
-    put(device, ',"manufacturer":', 16)
-    put_str(p, device, &hd[H_DMA])
-    put(device, ',"model":', 9)
-    put_str(p, device, &hd[H_DMO])
-    put(device, ',"os_version":', 14)
-    put_str(p, device, &hd[H_OS])
-    put(device, ',"locale":', 10)
-    put_str(p, device, &hd[H_L])
-    put(device, ',"timezone":', 12)
-    put_str(p, device, &hd[H_TZ])
-    put(device, ',"density":', 11)
-    put_number(p, device, &hd[H_D])   # sub-slots are absent unless `r` was an object
-    put(device, '},"app":{"name":', 16)
-    put_str(p, device, &hd[H_AN])
-    put(device, ',"sdk_type":', 12)
-    put_str(p, device, &hd[H_ST])
-    put(device, ',"sdk_flavor":', 14)
-    put_str(p, device, &hd[H_SF])
+    put_outs(p, device, hd, HEADER_OUT, N_HEADER_OUT)   # sub-slots are absent unless `r` was an object
     return 0
