@@ -6,6 +6,7 @@ tables in `collector.spec`.
 """
 
 import functools
+import re
 from typing import Annotated, Union
 from urllib.parse import unquote_plus
 
@@ -105,9 +106,29 @@ def parse_json(data: bytes):
         doc = _json.decode(data)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         raise jsonscan.first_error(data) from None
-    if _depth_exceeded(doc):  # the reading that finds where
+    if _depth_exceeded(doc) or _text_too_deep(data):  # the reading that finds where
         raise jsonscan.first_error(data)
     return doc
+
+
+_STRING_TEXT = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+
+
+def _text_too_deep(data: bytes) -> bool:
+    """Whether the text nests past the limit where the parsed document does not show it: inside
+    the value of a key that repeats (the last one wins, but the document is still too deep)."""
+    if data.count(b"[") + data.count(b"{") <= spec.MAX_DEPTH:
+        return False
+    depth = 0
+    for c in _STRING_TEXT.sub(b"", data).translate(None, _NOT_BRACKETS):
+        if c == 0x5B or c == 0x7B:
+            depth += 1
+            if depth > spec.MAX_DEPTH:
+                return True
+        else:
+            depth -= 1
+    return False
 
 
 def _depth_exceeded(doc) -> bool:

@@ -420,3 +420,16 @@ def test_output_limit_and_events_in_any_key_order(impl, order):
     for limit in (len(whole) - 1, len(whole) // 2, 10):
         with pytest.raises(TooLarge):
             impl.decode(data, "json", 1000, limit)
+
+
+def test_too_deep_under_a_key_that_repeats(impl):
+    """The document nests too deep even where the value is then replaced by a repeated key's
+    (found by fuzzing: the pure twin read only the parsed document)."""
+    deep = b"[" * 64 + b"]" * 64
+    for key in (b"l", b"zz"):
+        data = b'{"%s":%s,"pid":1,"uid":"u","now":5,"%s":"x","pl":[]}' % (key, deep, key)
+        with pytest.raises(collector.BatchError) as exc:
+            impl.decode(data, "json", 1)
+        assert exc.value.code == "too_deep"
+    ok = b'{"l":%s,"pid":1,"uid":"u","now":5,"l":"x","pl":[]}' % (b"[" * 63 + b"]" * 63)
+    assert len(impl.decode(ok, "json", 1)) == 0
