@@ -34,8 +34,6 @@ from cpython.ref cimport PyObject
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 
-import os
-
 import msgspec
 
 from collector import spec, values, wire, _pure
