@@ -433,3 +433,25 @@ def test_too_deep_under_a_key_that_repeats(impl):
         assert exc.value.code == "too_deep"
     ok = b'{"l":%s,"pid":1,"uid":"u","now":5,"l":"x","pl":[]}' % (b"[" * 63 + b"]" * 63)
     assert len(impl.decode(ok, "json", 1)) == 0
+
+
+def test_protobuf_fields_in_any_order(impl):
+    """A protobuf Batch's fields may come in any order (the header's after the events, or
+    around them): the events are read into slots and written once the message is read."""
+    from collector import values
+    from collector.v1 import batch_pb2
+
+    events_field = batch_pb2.Batch.DESCRIPTOR.fields_by_name["events"].number
+    batch = make_batches(1, 10, seed=5)[0]
+    data = collector.json_to_protobuf(batch)
+    events, head, pos = [], [], 0
+    while pos < len(data):  # each top-level field's bytes, as they are
+        key, start = values.varint(data, pos, len(data))
+        value, end = values.varint(data, start, len(data))  # VARINT or LEN: all a Batch has
+        end = end + value if key & 7 == 2 else end
+        (events if key >> 3 == events_field else head).append(data[pos:end])
+        pos = end
+    expected = impl.decode(data, "protobuf", 7).to_jsonl()
+    assert expected == impl.decode(batch, "json", 7).to_jsonl()
+    for order in (events + head, head[:3] + events + head[3:], head[::-1] + events):
+        assert impl.decode(b"".join(order), "protobuf", 7).to_jsonl() == expected
