@@ -101,13 +101,17 @@ def extensions():
     except ImportError:
         print("WARNING: Cython is missing; the native decoder is not built", file=sys.stderr)
         return []
-    ext = Extension(
-        "collector._native",
-        ["native/_native.pyx"],
-        extra_compile_args=["-O3"],
-        libraries=["z"],  # the log's checksums (zlib's crc32, as Python's zlib module has it)
-    )
-    return cythonize([ext], language_level=3, compiler_directives={"binding": False})
+    # The decoder, the log's checksums and dedup's set: each the twin of a pure module.
+    exts = [
+        Extension("collector._native", ["native/_native.pyx"], include_dirs=["native"],
+                  extra_compile_args=["-O3"]),
+        Extension("collector._crc_native", ["native/_crc_native.pyx"], include_dirs=["native"],
+                  extra_compile_args=["-O3"],
+                  libraries=["z"]),  # zlib's crc32 for what the folded one leaves
+        Extension("collector._idset_native", ["native/_idset_native.pyx"], include_dirs=["native"],
+                  extra_compile_args=["-O3"]),
+    ]
+    return cythonize(exts, language_level=3, compiler_directives={"binding": False})
 
 
 setup(

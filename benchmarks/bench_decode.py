@@ -1,5 +1,7 @@
 """Decode speed, side by side, in one run on one corpus: both decoders on both formats, and the
-ways Python code could otherwise read the same batches.
+ways Python code could otherwise read the same batches; then the native JSON decoder and
+msgspec's typed decode on the same batches with their keys in other orders (`pl` first, the
+header around `pl`, alphabetical as Go writes maps, shuffled at every level).
 
     python benchmarks/bench_decode.py [--batches 200] [--events 50] [--repeat 7] [--json FILE]
 
@@ -20,7 +22,7 @@ import msgspec
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.corpus import make_batches, to_protobuf  # noqa: E402
+from benchmarks.corpus import ORDERS, make_batches, reorder, to_protobuf  # noqa: E402
 from collector import _pure  # noqa: E402
 from collector.v1 import batch_pb2  # noqa: E402
 
@@ -161,10 +163,17 @@ def upb_read_all(data: bytes) -> tuple[list, list]:
 # ------------------------------------------------------------------------------- running
 
 
-def rows_for(corpus: list[bytes], pcorpus: list[bytes]) -> list[tuple[str, list | None, Any]]:
+def rows_for(corpus: list[bytes], pcorpus: list[bytes],
+             orders: dict[str, list[bytes]]) -> list[tuple[str, list | None, Any]]:
     """(name, inputs, fn) per row; inputs None marks a row that cannot run here."""
     rt = RECEIVED_TIME
     native = _native
+    reordered = []
+    for order, batches in orders.items():
+        reordered += [
+            (f"native json, {order}", batches, native and (lambda b: native.decode(b, "json", rt).to_jsonl())),
+            (f"msgspec typed, {order}", batches, typed_decode),
+        ]
     rows = [
         ("native json decode+to_jsonl", corpus,
          native and (lambda b: native.decode(b, "json", rt).to_jsonl())),
@@ -178,11 +187,12 @@ def rows_for(corpus: list[bytes], pcorpus: list[bytes]) -> list[tuple[str, list 
         (BASELINE, corpus, typed_decode),
         ("upb ParseFromString", pcorpus, batch_pb2.Batch.FromString),
         ("upb parse + read every field", pcorpus, upb_read_all),
+        *reordered,
     ]
     return [(name, items if fn else None, fn) for name, items, fn in rows]
 
 
-def check(corpus: list[bytes], pcorpus: list[bytes], events: int) -> None:
+def check(corpus: list[bytes], pcorpus: list[bytes], events: int, orders: dict[str, list[bytes]]) -> None:
     """Every row must do the whole job on every batch, or its speed means nothing."""
     pure = b"".join(_pure.decode(b, "json", RECEIVED_TIME).to_jsonl() for b in corpus)
     assert pure.count(b"\n") == events
@@ -197,6 +207,21 @@ def check(corpus: list[bytes], pcorpus: list[bytes], events: int) -> None:
             assert list(map(json.loads, lines)) == list(map(json.loads, pure.splitlines())), (
                 f"native {fmt} disagrees with the pure decoder"
             )
+        for order, batches in orders.items():  # the same events, whatever the key order
+            out = [_native.decode(b, "json", RECEIVED_TIME) for b in batches]
+            assert not any(d.rejected for d in out), f"native json, {order}: rejected events"
+            lines = b"".join(d.to_jsonl() for d in out).splitlines()
+            assert [_canonical(line) for line in lines] == [_canonical(line) for line in pure.splitlines()], (
+                f"native json, {order}: not the events of the header-first batches"
+            )
+
+
+def _canonical(line: bytes):
+    """An event with its params' keys sorted: a reordered batch reorders its custom params too."""
+    event = json.loads(line)
+    if isinstance(event["params"], dict):
+        event["params"] = json.loads(json.dumps(event["params"], sort_keys=True))
+    return event
 
 
 def measure(rows, repeat: int) -> dict[str, float]:
@@ -221,6 +246,12 @@ GOALS = [  # (text, row, over row, at least)
     ("native protobuf decode+to_jsonl >= 2x upb parse + read every field",
      "native protobuf decode+to_jsonl", "upb parse + read every field", 2.0),
     ("pure json decode >= 0.5x json.loads", "pure json decode", "json.loads", 0.5),
+    ("native json, pl first >= 0.9x header first",
+     "native json, pl first", "native json, header first", 0.9),
+    ("native json, header around pl >= 0.9x header first",
+     "native json, header around pl", "native json, header first", 0.9),
+    ("native json, shuffled >= 1.5x msgspec typed, shuffled",
+     "native json, shuffled", "msgspec typed, shuffled", 1.5),
 ]
 
 
@@ -236,14 +267,15 @@ def main() -> int:
     pcorpus = to_protobuf(corpus)
     events = args.batches * args.events
     jbytes, pbytes = sum(map(len, corpus)), sum(map(len, pcorpus))
-    check(corpus, pcorpus, events)
-    rows = rows_for(corpus, pcorpus)
+    orders = {order: reorder(corpus, order) for order in ORDERS}
+    check(corpus, pcorpus, events, orders)
+    rows = rows_for(corpus, pcorpus, orders)
     best = measure(rows, args.repeat)
 
     results = {}
     for name, items, _ in rows:
         if items is not None:
-            size = pbytes if items is pcorpus else jbytes
+            size = pbytes if items is pcorpus else sum(map(len, items))
             results[name] = {"events_per_s": events / best[name], "mb_per_s": size / best[name] / 1e6,
                              "seconds": best[name]}
     base = results[BASELINE]["events_per_s"]
@@ -253,7 +285,10 @@ def main() -> int:
     print(f"corpus: {args.batches} batches x {args.events} events = {events:,} events; "
           f"JSON {jbytes / 1e6:.2f} MB, protobuf {pbytes / 1e6:.2f} MB; best of {args.repeat}")
     print(f"{'name':34} {'events/s':>12} {'MB/s':>8} {'vs msgspec typed':>17}")
+    first_reordered = f"native json, {ORDERS[0]}"
     for name, _, _ in rows:
+        if name == first_reordered:
+            print("the same batches, keys in other orders:")
         r = results.get(name)
         if r is None:
             why = "collector._native not built" if name.startswith("native") else "not installed"

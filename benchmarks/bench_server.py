@@ -111,7 +111,7 @@ def collector_command(root: str, data: str):
     directory) does not come before `root`."""
     config = os.path.join(data, "collector.toml")
     with open(config, "w") as f:
-        f.write(f'listen = "127.0.0.1:0"\nmetrics_listen = ""\ndata_dir = "{data}"\n'
+        f.write(f'listen = "127.0.0.1:0"\nmetrics_listen = ""\nhttp_listen = ""\ndata_dir = "{data}"\n'
                 "[dedup]\nwindow_events = 1000000\n")
     return ([sys.executable, "-P", "-m", "collector", "serve", "--config", config],
             {**os.environ, "PYTHONPATH": root})

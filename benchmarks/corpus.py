@@ -2,7 +2,7 @@
 variables and custom events with unicode params. Deterministic for a given seed, so that runs on
 different days and machines measure the same bytes.
 
-    python -m benchmarks.corpus --batches 1000 --out corpus.jsonl
+    python -m benchmarks.corpus --batches 1000 [--order shuffled] --out corpus.jsonl
 """
 
 import argparse
@@ -128,6 +128,56 @@ def make_batches(n_batches: int, events_per_batch: int = 50, seed: int = 1) -> l
     return batches
 
 
+# Key orders that writers use: JSON objects are unordered. Go re-encodes a map with its keys
+# sorted (`pl` then comes before `r`, `to`, `tz`, `uid`); Swift's JSONEncoder gives a
+# dictionary's keys in no fixed order.
+ORDERS = ("header first", "pl first", "header around pl", "alphabetical", "shuffled")
+
+
+def _sorted(value):
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
+
+
+def _shuffled(value, r: random.Random):
+    if isinstance(value, dict):
+        keys = list(value)
+        r.shuffle(keys)
+        return {k: _shuffled(value[k], r) for k in keys}
+    if isinstance(value, list):
+        return [_shuffled(v, r) for v in value]
+    return value
+
+
+def reorder(batches: list[bytes], order: str, seed: int = 1) -> list[bytes]:
+    """The same batches with their keys in another order (the same events, the same bytes
+    but for where each key is): "pl first", the header "around pl" (half its keys before,
+    half after), "alphabetical" or "shuffled" at every level, params included."""
+    r = random.Random(seed)
+    out = []
+    for b in batches:
+        doc = json.loads(b)
+        head = [k for k in doc if k != "pl"]
+        if order == "header first":
+            doc = {**{k: doc[k] for k in head}, "pl": doc["pl"]}
+        elif order == "pl first":
+            doc = {"pl": doc["pl"], **{k: doc[k] for k in head}}
+        elif order == "header around pl":
+            half = len(head) // 2
+            doc = {**{k: doc[k] for k in head[:half]}, "pl": doc["pl"], **{k: doc[k] for k in head[half:]}}
+        elif order == "alphabetical":
+            doc = _sorted(doc)
+        elif order == "shuffled":
+            doc = _shuffled(doc, r)
+        else:
+            raise ValueError(f"unknown order {order!r}: one of {', '.join(ORDERS)}")
+        out.append(json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode())
+    return out
+
+
 def to_protobuf(batches: list[bytes]) -> list[bytes]:
     """The same batches as protobuf `Batch` messages."""
     from collector import json_to_protobuf
@@ -140,9 +190,11 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=1000)
     p.add_argument("--events", type=int, default=50, help="events per batch")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--order", choices=ORDERS, default="header first", help="the batches' key order")
     p.add_argument("--out", default="-", help="JSON Lines file, one batch per line (- for stdout)")
     args = p.parse_args()
-    data = b"".join(b + b"\n" for b in make_batches(args.batches, args.events, args.seed))
+    batches = reorder(make_batches(args.batches, args.events, args.seed), args.order, args.seed)
+    data = b"".join(b + b"\n" for b in batches)
     if args.out == "-":
         sys.stdout.buffer.write(data)
     else:

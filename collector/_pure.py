@@ -6,8 +6,7 @@ tables in `collector.spec`.
 """
 
 import functools
-import math
-import struct
+import re
 from typing import Annotated, Union
 from urllib.parse import unquote_plus
 
@@ -17,6 +16,16 @@ from . import jsonscan, spec, wire
 from .errors import BatchError
 from .event import App, Decoded, Device, NormalizedEvent, encode_lines
 from .spec import BOOL, EVENTS, INT, NUMBER, OBJECT, PARAMS, STRING
+from .values import (  # noqa: F401 - the names this module has always used
+    Invalid as _Invalid,
+    fields as _fields,
+    is_int as _is_int,
+    malformed as _malformed,
+    number as _number,
+    params as _params,
+    read_object as _object,
+    scalar as _scalar,
+)
 
 # float_hook keeps a number too large for a double as inf (refused where it is read) instead of
 # failing the whole document.
@@ -44,68 +53,6 @@ def decoded_ids(decoded: Decoded) -> list[str]:
     if type(decoded._ids) is not list:
         decoded._ids = [ev.event_id for ev in decoded.events]
     return decoded._ids
-
-
-class IdSet:
-    """(project, event id) pairs for dedup: a set of ids per project. The twin of
-    `_native.IdSet`; what it gives for a batch's ids (`hold_new`, `hold`) is their list, which
-    `drop` takes back (or a slice of it)."""
-
-    def __init__(self):
-        self._seen: dict[int, set] = {}
-        self._count = 0
-
-    def __len__(self) -> int:
-        """The ids held."""
-        return self._count
-
-    def hold_new(self, project: int, ids):
-        """Hold every id (a list of event ids, or a Decoded's), if none is held already and
-        none comes twice: the ids held; otherwise hold none and return None."""
-        if isinstance(ids, Decoded):
-            ids = decoded_ids(ids)
-        seen = self._seen.get(project)
-        if seen is None:
-            seen = set()
-        elif not seen.isdisjoint(ids):
-            return None
-        size = len(seen)
-        seen.update(ids)
-        if len(seen) - size != len(ids):  # an id came twice: none of them was held before
-            seen.difference_update(ids)
-            if not seen:  # no empty set stays behind for a project
-                self._seen.pop(project, None)
-            return None
-        if seen:
-            self._seen[project] = seen
-        self._count += len(ids)
-        return ids
-
-    def hold(self, project: int, ids):
-        """Hold ids known to be neither held nor twice among them: the ids held."""
-        if isinstance(ids, Decoded):
-            ids = decoded_ids(ids)
-        if ids:
-            seen = self._seen.setdefault(project, set())
-            size = len(seen)
-            seen.update(ids)
-            self._count += len(seen) - size
-        return ids
-
-    def contains(self, project: int, event_id: str) -> bool:
-        """Whether the id is held."""
-        seen = self._seen.get(project)
-        return seen is not None and event_id in seen
-
-    def drop(self, project: int, ids) -> None:
-        """Let go of ids that `hold_new` or `hold` gave (or a slice of them)."""
-        seen = self._seen.get(project)
-        if seen is not None:
-            size = len(seen)
-            seen.difference_update(ids)
-            self._count -= size - len(seen)
-            if not seen:  # no empty set stays behind for a project
-                del self._seen[project]
 
 
 def read_request(data) -> tuple:
@@ -159,9 +106,29 @@ def parse_json(data: bytes):
         doc = _json.decode(data)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         raise jsonscan.first_error(data) from None
-    if _depth_exceeded(doc):  # the reading that finds where
+    if _depth_exceeded(doc) or _text_too_deep(data):  # the reading that finds where
         raise jsonscan.first_error(data)
     return doc
+
+
+_STRING_TEXT = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+
+
+def _text_too_deep(data: bytes) -> bool:
+    """Whether the text nests past the limit where the parsed document does not show it: inside
+    the value of a key that repeats (the last one wins, but the document is still too deep)."""
+    if data.count(b"[") + data.count(b"{") <= spec.MAX_DEPTH:
+        return False
+    depth = 0
+    for c in _STRING_TEXT.sub(b"", data).translate(None, _NOT_BRACKETS):
+        if c == 0x5B or c == 0x7B:
+            depth += 1
+            if depth > spec.MAX_DEPTH:
+                return True
+        else:
+            depth -= 1
+    return False
 
 
 def _depth_exceeded(doc) -> bool:
@@ -179,67 +146,6 @@ def _depth_exceeded(doc) -> bool:
 
 
 # ------------------------------------------------------------------------------ protobuf
-
-
-def _malformed(what: str, at: int):
-    raise BatchError("malformed_json", f"protobuf: {what} at byte {at}")
-
-
-def _fields(data: bytes | memoryview, pos: int, end: int):
-    """Yield (field number, wire type, value, start) of one message; a LEN value is (start, end).
-
-    Lengths are checked against what is left, never trusted.
-    """
-    while pos < end:
-        start = pos
-        key, pos = _varint(data, pos, end)
-        number, wire_type = key >> 3, key & 7
-        if number == 0 or number > 0x1FFFFFFF:
-            _malformed(f"invalid field number {number}", start)
-        if wire_type == wire.VARINT:
-            value, pos = _varint(data, pos, end)
-        elif wire_type == wire.I64 or wire_type == wire.I32:
-            size = 8 if wire_type == wire.I64 else 4
-            if end - pos < size:
-                _malformed("truncated fixed-size field", pos)
-            value, pos = pos, pos + size
-        elif wire_type == wire.LEN:
-            size, pos = _varint(data, pos, end)
-            if size > end - pos:
-                _malformed("length past the end", pos)
-            value, pos = (pos, pos + size), pos + size
-        else:
-            _malformed(f"unsupported wire type {wire_type}", start)
-        yield number, wire_type, value
-
-
-def _varint(data: bytes | memoryview, pos: int, end: int):
-    result = shift = 0
-    for i in range(pos, min(pos + 10, end)):
-        byte = data[i]
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result & 0xFFFFFFFFFFFFFFFF, i + 1
-        shift += 7
-    _malformed("truncated or overlong varint", pos)
-
-
-_unpack_double = struct.Struct("<d").unpack_from
-
-
-def _scalar(data: bytes, kind: int, value):
-    if kind == wire.K_INT:
-        return value - (1 << 64) if value >> 63 else value
-    if kind == wire.K_SINT:
-        return (value >> 1) ^ -(value & 1)
-    if kind == wire.K_BOOL:
-        return value != 0
-    if kind == wire.K_DOUBLE:
-        return _unpack_double(data, value)[0]
-    try:
-        return data[value[0] : value[1]].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        _malformed("invalid UTF-8 in a string", value[0] + exc.start)
 
 
 def parse_protobuf(data: bytes) -> dict:
@@ -284,92 +190,7 @@ def _message(data: bytes, pos: int, end: int, name: str) -> dict:
     return doc
 
 
-def _object(data: bytes, pos: int, end: int, depth: int) -> dict:
-    """An `Object`: members in order, the last of a repeated key winning."""
-    if depth > spec.MAX_DEPTH:
-        raise BatchError("too_deep", f"nested deeper than {spec.MAX_DEPTH} levels at byte {pos}")
-    obj = {}
-    for number, wire_type, value in _fields(data, pos, end):
-        if number != 1 or wire_type != wire.LEN:
-            continue
-        key, item = "", None
-        for mnumber, mwire, mvalue in _fields(data, *value):
-            if mnumber == 1 and mwire == wire.LEN:
-                key = _scalar(data, wire.K_STRING, mvalue)
-            elif mnumber == 2 and mwire == wire.LEN:
-                item = _value(data, *mvalue, depth + 1)
-        obj[key] = item
-    return obj
-
-
-def _array(data: bytes, pos: int, end: int, depth: int) -> list:
-    if depth > spec.MAX_DEPTH:
-        raise BatchError("too_deep", f"nested deeper than {spec.MAX_DEPTH} levels at byte {pos}")
-    return [
-        _value(data, *value, depth + 1)
-        for number, wire_type, value in _fields(data, pos, end)
-        if number == 1 and wire_type == wire.LEN
-    ]
-
-
-_VALUE_WIRE = {
-    wire.VALUE_NULL: wire.VARINT,
-    wire.VALUE_BOOL: wire.VARINT,
-    wire.VALUE_INT: wire.VARINT,
-    wire.VALUE_DOUBLE: wire.I64,
-    wire.VALUE_STRING: wire.LEN,
-    wire.VALUE_ARRAY: wire.LEN,
-    wire.VALUE_OBJECT: wire.LEN,
-}
-
-
-def _value(data: bytes, pos: int, end: int, depth: int):
-    """A `Value`: the last field of its oneof wins; none at all is null. `depth` is the JSON
-    level a container here would have."""
-    last = None
-    for number, wire_type, value in _fields(data, pos, end):
-        if _VALUE_WIRE.get(number) == wire_type:
-            last = (number, value)
-    if last is None:
-        return None
-    number, value = last
-    if number == wire.VALUE_NULL:
-        return None
-    if number == wire.VALUE_BOOL:
-        return value != 0
-    if number == wire.VALUE_INT:
-        return _scalar(data, wire.K_SINT, value)
-    if number == wire.VALUE_DOUBLE:
-        return _unpack_double(data, value)[0]
-    if number == wire.VALUE_STRING:
-        return _scalar(data, wire.K_STRING, value)
-    if number == wire.VALUE_ARRAY:
-        return _array(data, *value, depth)
-    return _object(data, *value, depth)
-
-
 # ----------------------------------------------------------------------------- normalise
-
-
-class _Invalid(Exception):
-    """Custom params that cannot be kept (a number that is not a finite double), or nested too
-    deep (only met on the fast path, where the depth was not checked before)."""
-
-
-def _number(value):
-    """A JSON number as a finite double, or None."""
-    if type(value) is float:
-        return value if math.isfinite(value) else None
-    if type(value) is int:
-        try:
-            return float(value)
-        except OverflowError:
-            return None
-    return None
-
-
-def _is_int(value) -> bool:
-    return type(value) is int and spec.INT64_MIN <= value <= spec.INT64_MAX
 
 
 def _compile_check(fields, name: str):
@@ -426,25 +247,6 @@ _check_common = _compile_check(spec.COMMON, "check_common")
 _check_action = {
     ea: _compile_check(fields, f"check_action_{ea}") for ea, (_, fields, _) in spec.ACTIONS.items()
 }
-
-
-def _params(value, depth: int = 4):
-    """Custom params as kept: ints outside int64 become doubles (they are numbers, not ints);
-    a number that is not a finite double is refused, and so is nesting past the depth limit.
-    `depth` is that of `value` in the batch: `pr` is at 4 (batch, pl, event, pr)."""
-    kind = type(value)
-    if kind is dict or kind is list:
-        if depth > spec.MAX_DEPTH:
-            raise _Invalid
-        if kind is dict:
-            return {k: _params(v, depth + 1) for k, v in value.items()}
-        return [_params(v, depth + 1) for v in value]
-    if kind is int and not _is_int(value) or kind is float:
-        number = _number(value)
-        if number is None:
-            raise _Invalid
-        return number
-    return value
 
 
 def screen_name(url: str | None) -> str | None:
@@ -531,31 +333,27 @@ def _batch_type(strict: bool):
     return _struct("Batch", [f for f in spec.HEADER if f.type != EVENTS], strict, extra=[("pl", pl)])
 
 
-def _transaction(ev):
-    tr = ev.tr
-    return {"value": tr.vl, "currency_code": tr.cu, "currency": spec.CURRENCIES.get(tr.cu),
-            "transaction_id": tr.id}
+def _params_maker(outs):
+    """A function of a valid event (its Struct) that makes its `params`, as `spec.ACTION_PARAMS`
+    lays them out: compiled from the table once, so that it is the only place they are spelled."""
+    tables = {}
+    items = []
+    for out in outs:
+        value = "ev." + out.source
+        if out.how == spec.ENUM:
+            tables[f"_t{len(tables)}"] = out.table
+            value = f"_enum(_t{len(tables) - 1}, {value})"
+        elif out.how == spec.CURRENCY_NAME:
+            value = f"_currencies.get({value})"
+        items.append(f"{out.name!r}: {value}")
+    namespace = {"_enum": _enum, "_currencies": spec.CURRENCIES, **tables}
+    exec(f"def make(ev):\n    return {{{', '.join(items)}}}\n", namespace)  # noqa: S102
+    return namespace["make"]
 
 
-def _gesture(ev):
-    return {"target_path": ev.tvp, "target_id": ev.tvid,
-            "direction": _enum(spec.DIRECTIONS, ev.fd), "distance": ev.tvd, "velocity": ev.tvv}
+_PARAMS = {ea: _params_maker(outs) for ea, outs in spec.ACTION_PARAMS.items()}
+_PARAMS[spec.CUSTOM] = lambda ev: {} if ev.pr is None else _params(ev.pr)  # `pr` as sent
 
-
-_PARAMS = {
-    0: lambda ev: {},
-    1: lambda ev: {},
-    2: lambda ev: {},
-    4: lambda ev: {"title": ev.st, "load_time_ms": ev.sl},
-    6: lambda ev: {"target_path": ev.tvp, "target_id": ev.tvid, "responsive": ev.ur},
-    8: lambda ev: {"target_path": ev.tvp, "target_id": ev.tvid},
-    9: _gesture,
-    10: _gesture,
-    16: _transaction,
-    18: lambda ev: {"key": ev.k, "value": ev.v},
-    19: lambda ev: {"key": ev.k, "value": ev.v},
-    spec.CUSTOM: lambda ev: {} if ev.pr is None else _params(ev.pr),
-}
 
 _Strict = _batch_type(strict=True)
 _Lenient = _batch_type(strict=False)
@@ -647,3 +445,7 @@ def normalize(doc, received_time: int) -> Decoded:
             valid.append(ev)
     batch = msgspec.convert({**doc, "pl": valid}, _Lenient)
     return Decoded(rejected, events=_build(batch, received_time), project_id=batch.pid)
+
+
+# the twin API of `collector._native` (parse_json, normalize... serve `collector.convert`)
+__all__ = ["decode", "event_keys", "event_ids", "decoded_ids", "read_request"]

@@ -25,7 +25,6 @@ from . import sinks as sink_types
 
 class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_message_bytes: int = 4 << 20  # the gRPC message size limit
-    max_events_per_batch: int = 1000  # SPEC
     # batches being worked on (their bytes, then their normalised events), all projects together
     inflight_bytes: int = 64 << 20
     inflight_bytes_per_project: int = 16 << 20

@@ -2,7 +2,7 @@
 
 from typing import TYPE_CHECKING
 
-from . import _pure, spec, wire
+from . import _pure, spec, values, wire
 from .v1 import batch_pb2 as pb
 
 if TYPE_CHECKING:
@@ -92,10 +92,10 @@ def _scalar(f, value, where: str):
         return value
     if t == f.TYPE_BOOL and type(value) is bool:
         return value
-    if t == f.TYPE_INT64 and _pure._is_int(value):
+    if t == f.TYPE_INT64 and values.is_int(value):
         return value
     if t == f.TYPE_DOUBLE and type(value) in (int, float):
-        number = _pure._number(value)
+        number = values.number(value)
         if number is not None:
             return number
     raise Unrepresentable(f"{where}: {value!r} does not fit {f.name}")
@@ -114,10 +114,10 @@ def _value(msg, value, where: str) -> None:
         msg.null_value = True
     elif kind is bool:
         msg.bool_value = value
-    elif kind is int and _pure._is_int(value):
+    elif kind is int and values.is_int(value):
         msg.int_value = value
     elif kind is int or kind is float:
-        number = _pure._number(value)
+        number = values.number(value)
         if number is None:
             raise Unrepresentable(f"{where}: {value!r} is not a finite double")
         msg.double_value = number
@@ -160,14 +160,11 @@ def event_to_protobuf(event) -> "event_pb2.NormalizedEvent":
 def protobuf_to_event(msg) -> dict:
     """A `collector.v1.NormalizedEvent` message as the SPEC's JSON object (a dict)."""
     out = {}
-    for name in ("event_id", "action", "label", "project_id", "user_id", "session_id", "time",
-                 "device_time", "sent_time", "received_time", "uptime_ms", "url", "screen_name",
-                 "screen_count", "connectivity", "carrier", "orientation"):
+    for name in spec.EVENT_KEYS[: spec.EVENT_KEYS.index("device")]:  # the layout of spec.py
         f = msg.DESCRIPTOR.fields_by_name[name]
         out[name] = getattr(msg, name) if not f.has_presence or msg.HasField(name) else None
-    for name in ("device", "app"):
+    for name, layout in (("device", spec.DEVICE), ("app", spec.APP)):
         sub = getattr(msg, name)
-        out[name] = {f.name: getattr(sub, f.name) if sub.HasField(f.name) else None
-                     for f in sub.DESCRIPTOR.fields}
-    out["params"] = _pure._object(msg.params.SerializeToString(), 0, msg.params.ByteSize(), 4)
+        out[name] = {o.name: getattr(sub, o.name) if sub.HasField(o.name) else None for o in layout}
+    out["params"] = values.read_object(msg.params.SerializeToString(), 0, msg.params.ByteSize(), 4)
     return out

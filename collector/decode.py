@@ -1,31 +1,14 @@
-"""`decode`: pick the native decoder unless it is missing or COLLECTOR_NO_NATIVE=1 is set."""
+"""`decode` and its companions, from the decoder `collector.implementation` picks: the native one
+unless it is missing or COLLECTOR_NO_NATIVE=1 is set."""
 
-import os
 import time
-import warnings
 
-from . import _pure
+from . import implementation
 from .errors import BatchError, TooLarge
 from .event import Decoded
+from .implementation import DECODER, NATIVE, WHY_PURE  # noqa: F401 - said here since the start
 
-NATIVE = False
-WHY_PURE = "COLLECTOR_NO_NATIVE is set"
-if not os.environ.get("COLLECTOR_NO_NATIVE"):
-    try:
-        from . import _native
-    except ImportError as exc:  # not built: the pure twin does the same work, slower
-        # Python says "circular import" when the module is simply absent from this copy of
-        # the package, as it is in a source tree that was never built and shadows the install.
-        WHY_PURE = (f"the native decoder is not built in {os.path.dirname(__file__)} (in a "
-                    "source tree, build it with `pip install -e .`)" if "_native" in str(exc)
-                    else f"the native decoder does not load: {exc}")
-        warnings.warn(f"collector: {WHY_PURE}; using the pure-Python decoder", stacklevel=2)
-    else:
-        NATIVE = True
-        WHY_PURE = ""
-DECODER = "native" if NATIVE else "pure"  # what `collector --version` and the metrics say
-
-_impl = _native if NATIVE else _pure
+_impl = implementation.decoder
 
 _FORMATS = ("json", "protobuf")
 
@@ -51,7 +34,7 @@ def decode(data, *, format: str = "json", received_time: int | None = None,
 event_keys = _impl.event_keys  # (event_id, action) of each line of `Decoded.to_jsonl()`
 event_ids = _impl.event_ids  # the event_id of each line
 decoded_ids = _impl.decoded_ids  # the event_id of each event of a Decoded (no second reading)
-IdSet = _impl.IdSet  # (project, event id) pairs held for dedup
+IdSet = implementation.idset.IdSet  # (project, event id) pairs held for dedup
 read_request = _impl.read_request  # (batch_id, format, batch, project_id) of a serialized IngestRequest
 
 __all__ = ["TooLarge", "decode", "event_keys", "event_ids", "decoded_ids", "read_request", "IdSet",

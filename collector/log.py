@@ -30,11 +30,10 @@ import re
 import struct
 import threading
 import time
-import zlib
 
 import msgspec
 
-from .decode import NATIVE
+from . import implementation
 
 log = logging.getLogger("collector.log")
 
@@ -65,9 +64,7 @@ class LogFull(Exception):
 
 
 _KIND_TIME = struct.Struct("<Bq")
-crc32 = zlib.crc32
-if NATIVE:
-    from ._native import crc32  # type: ignore[no-redef]  # zlib's, faster where the CPU allows
+crc32 = implementation.crc.crc32  # zlib's crc32, several times faster natively where the CPU allows
 
 
 def _header(kind: int, ms: int, payload: bytes) -> bytes:
@@ -75,15 +72,10 @@ def _header(kind: int, ms: int, payload: bytes) -> bytes:
     return _HEADER.pack(len(payload), crc, kind, ms)
 
 
-def _headers(records: list) -> list[bytes]:
-    """The header of each record (kind, ms, payload); `collector._native.record_headers` is
-    its twin, which releases the GIL while it computes the checksums."""
-    return [_header(kind, ms, payload) for kind, ms, payload in records]
-
-
-_headers_nogil = None
-if NATIVE:  # the same checksums, faster, and for a whole group commit without the GIL
-    from ._native import record_headers as _headers_nogil  # type: ignore[no-redef]  # noqa: F811
+# The header of each record (kind, ms, payload); the native one computes the checksums of a
+# whole group commit without the GIL.
+_headers = implementation.crc.record_headers
+_headers_nogil = _headers if implementation.NATIVE else None
 
 
 def _decode_at(data: bytes | memoryview, offset: int):

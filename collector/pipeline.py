@@ -15,7 +15,8 @@ import time
 import grpc
 import msgspec
 
-from .decode import IdSet, decode as _decode_batch, event_keys
+from . import implementation
+from .decode import decode as _decode_batch, event_keys
 from .errors import BatchError, TooLarge
 from .log import DEAD, EVENTS, Log, LogFull, crc32
 from .v1 import collector_pb2 as pb
@@ -25,6 +26,8 @@ log = logging.getLogger("collector.pipeline")
 _STATUS = {code: code.value[0] for code in grpc.StatusCode}
 _ACCEPTED, _DUPLICATE, _FILTERED, _OK = ("accepted", ""), ("duplicate", ""), ("filtered", ""), ("ok", "")
 
+
+IdSet = implementation.idset.IdSet  # (project, event id) pairs held for dedup, native or pure
 
 _any = msgspec.json.Decoder()
 _encode = msgspec.json.encode

@@ -10,6 +10,7 @@ MAX_EVENTS = 1000
 MAX_DEPTH = 64
 MAX_ID_BYTES = 128
 MAX_ACTION_NAME = 32
+CURRENCY_MAX = 999  # ISO 4217 numeric codes are 0-999
 DENSITY_MIN = 0.75
 DENSITY_MAX = 10.0
 INT64_MIN = -(2**63)
@@ -85,7 +86,9 @@ COMMON = (
 _TARGET = (Field("tvp", STRING), Field("tvid", STRING))
 _GESTURE = _TARGET + (Field("fd", INT), Field("tvd", INT), Field("tvv", INT))
 
-CUSTOM = 20
+STRING_VARIABLE = 18
+INT_VARIABLE = 19
+CUSTOM = 20  # custom events: the action is their `ac`, their params their `pr`
 
 # ea -> (action name, fields of its payload, protobuf payload field of Event)
 ACTIONS = {
@@ -113,8 +116,8 @@ ACTIONS = {
         ),
         "transaction",
     ),
-    18: ("variable.set", (Field("k", STRING, True), Field("v", STRING, True)), "string_variable"),
-    19: ("variable.set", (Field("k", STRING, True), Field("v", INT, True)), "int_variable"),
+    STRING_VARIABLE: ("variable.set", (Field("k", STRING, True), Field("v", STRING, True)), "string_variable"),
+    INT_VARIABLE: ("variable.set", (Field("k", STRING, True), Field("v", INT, True)), "int_variable"),
     CUSTOM: (
         None,
         (Field("ac", STRING, True, ACTION_NAME), Field("lb", STRING), Field("pr", PARAMS)),
@@ -122,14 +125,83 @@ ACTIONS = {
     ),
 }
 
+MAX_ACTION_CODE = max(ACTIONS)
+
 # The event key whose value becomes the normalised `label`, by ea.
-LABEL_KEY = {4: "st", 6: "tvid", 8: "tvid", 9: "tvid", 10: "tvid", 18: "k", 19: "k", CUSTOM: "lb"}
+LABEL_KEY = {4: "st", 6: "tvid", 8: "tvid", 9: "tvid", 10: "tvid", STRING_VARIABLE: "k",
+             INT_VARIABLE: "k", CUSTOM: "lb"}
 
 DEVICE_TYPES = {4: "phone", 5: "tablet"}
 CONNECTIVITY = {-1: "offline", 0: "error", 1: "wifi", 2: "2g", 3: "3g", 4: "4g"}
 ORIENTATIONS = {0: "portrait", 1: "landscape"}
 DIRECTIONS = {1: "up", 2: "down", 3: "left", 4: "right", 5: "complex"}
 UNKNOWN = "unknown"
+
+# ----------------------------------------------------------------- the normalised event (SPEC 3)
+# Its layout, in one place: the keys of each object in the order they are written, and where
+# each value comes from (a header or event key, "to.an" for a sub-object's). Both decoders
+# write from these tables, and event.py's Structs are checked against them.
+
+# How a value is made from its source: as it is, an enum's name ("unknown" for another int),
+# or a currency's alphabetic code (null when the list has none).
+AS_IS = 0
+ENUM = 1
+CURRENCY_NAME = 2
+
+
+class Out(NamedTuple):
+    name: str  # the key in the normalised event
+    source: str  # the header or event key it comes from (dotted inside a sub-object)
+    how: int = AS_IS
+    table: dict | None = None  # for ENUM
+
+
+EVENT_KEYS = (
+    "event_id", "action", "label", "project_id", "user_id", "session_id", "time", "device_time",
+    "sent_time", "received_time", "uptime_ms", "url", "screen_name", "screen_count",
+    "connectivity", "carrier", "orientation", "device", "app", "params",
+)
+
+DEVICE = (  # from the header
+    Out("type", "dt", ENUM, DEVICE_TYPES),
+    Out("manufacturer", "dma"),
+    Out("model", "dmo"),
+    Out("os_version", "os"),
+    Out("locale", "l"),
+    Out("timezone", "tz"),
+    Out("density", "r.d"),
+)
+
+APP = (  # from the header's `to`, then the event's `vo`
+    Out("name", "to.an"),
+    Out("sdk_type", "to.st"),
+    Out("sdk_flavor", "to.sf"),
+    Out("sdk_version", "vo.sv"),
+    Out("sdk_build", "vo.sb"),
+    Out("version", "vo.av"),
+    Out("flavor", "vo.af"),
+    Out("build", "vo.ab"),
+)
+
+_TARGET_OUT = (Out("target_path", "tvp"), Out("target_id", "tvid"))
+_GESTURE_OUT = _TARGET_OUT + (Out("direction", "fd", ENUM, DIRECTIONS), Out("distance", "tvd"),
+                              Out("velocity", "tvv"))
+
+# ea -> the keys of its `params`; custom events (CUSTOM) have their `pr` as sent instead.
+ACTION_PARAMS = {
+    0: (),
+    1: (),
+    2: (),
+    4: (Out("title", "st"), Out("load_time_ms", "sl")),
+    6: _TARGET_OUT + (Out("responsive", "ur"),),
+    8: _TARGET_OUT,
+    9: _GESTURE_OUT,
+    10: _GESTURE_OUT,
+    16: (Out("value", "tr.vl"), Out("currency_code", "tr.cu"), Out("currency", "tr.cu", CURRENCY_NAME),
+         Out("transaction_id", "tr.id")),
+    STRING_VARIABLE: (Out("key", "k"), Out("value", "v")),
+    INT_VARIABLE: (Out("key", "k"), Out("value", "v")),
+}
 
 ACTION_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
 

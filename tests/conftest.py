@@ -20,9 +20,9 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 VECTORS = pathlib.Path(__file__).parent / "vectors"
 
 try:
-    from collector import _native
-except ImportError:  # the extension was not built: only the pure twin runs
-    _native = None
+    from collector import _crc_native, _idset_native, _native
+except ImportError:  # the extension was not built: only the pure twins run
+    _native = _crc_native = _idset_native = None
 
 IMPLS = [pytest.param(_pure, id="pure")]
 if _native is not None:

@@ -37,9 +37,9 @@ build() {
     rm -rf "$BUILD"
     mkdir -p "$BUILD"
     # sources only: no built extension, no generated C (cythonize writes it anew)
-    tar -C "$REPO" --exclude='*.so' --exclude='native/_native.c' --exclude='__pycache__' \
+    tar -C "$REPO" --exclude='*.so' --exclude='native/*.c' --exclude='__pycache__' \
         -cf - collector native proto setup.py pyproject.toml | tar -C "$BUILD" -xf -
-    sha256sum "$REPO/native/_native.pyx" | tee "$BUILD/pyx.sha256"
+    cat "$REPO"/native/*.pyx "$REPO"/native/*.pxi "$REPO"/native/*.h | sha256sum | tee "$BUILD/pyx.sha256"
     # with CC set, Python's own CFLAGS (-O3 -fwrapv ...) are not used: signed overflow is
     # undefined here, so UBSan checks it (the normal gcc build has -fwrapv)
     (cd "$BUILD" && CC=clang LDSHARED="clang -shared" \
@@ -104,7 +104,7 @@ coverage() {  # .pyx line coverage of the decoder by the corpus: a gcc --coverag
     seeds
     rm -rf "$cov"
     mkdir -p "$cov"
-    tar -C "$REPO" --exclude='*.so' --exclude='native/_native.c' --exclude='__pycache__' \
+    tar -C "$REPO" --exclude='*.so' --exclude='native/*.c' --exclude='__pycache__' \
         -cf - collector native proto setup.py pyproject.toml | tar -C "$cov" -xf -
     sed -i 's/"-O3"/"-O0"/' "$cov/setup.py"   # the copy only: lines map back to the .pyx
     (cd "$cov" && CC=gcc LDSHARED="gcc -shared" CFLAGS="--coverage -O0 -g" LDFLAGS="--coverage" \
@@ -112,26 +112,27 @@ coverage() {  # .pyx line coverage of the decoder by the corpus: a gcc --coverag
     PYTHONPATH="$cov" FUZZ_COMPARE=none "$PY" "$REPO/tests/fuzz_native.py" --replay \
         "$WORK/corpus" "$WORK/seeds" "$REPO/tests/fuzz_corpus"
     (cd "$cov" && gcov -o build/temp.*/native native/_native.c >/dev/null)
-    "$PY" - "$cov/_native.c.gcov" "$cov/native/_native.pyx" <<'EOF'
-import collections, re, sys
-src = open(sys.argv[2]).read().splitlines()
-start = next(i for i, l in enumerate(src, 1) if l.startswith("# ---") and "utilities" in l)
-marker = re.compile(r'/\* "native/_native.pyx":(\d+)')
+    "$PY" - "$cov/_native.c.gcov" "$cov/native" <<'EOF'
+import collections, os, re, sys
+marker = re.compile(r'/\* "native/(\w+\.(?:pyx|pxi))":(\d+)')
+setup = {"_native.pyx", "consts.pxi", "structs.pxi", "tables.pxi"}  # table setup, not the decoder
 lines, cur = collections.defaultdict(lambda: [0, 0]), None
 for row in open(sys.argv[1]):
     count, _, text = (row.split(":", 2) + ["", ""])[:3]
     m = marker.search(text)
     if m:
-        cur = int(m.group(1))  # the C lines that follow come from this .pyx line
+        cur = (m.group(1), int(m.group(2)))  # the C lines that follow come from this line
     elif cur and count.strip() != "-":
         lines[cur][0] += 1
         lines[cur][1] += count.strip() not in ("#####", "=====")
-code = {k: v for k, v in lines.items() if k >= start}  # the decoder, not the table setup
+code = {k: v for k, v in lines.items() if k[0] not in setup}
 missed = sorted(k for k, v in code.items() if not v[1])
-print(f"_native.pyx lines {start}-{len(src)} with code: {len(code)}, reached: "
-      f"{len(code) - len(missed)} ({100 * (len(code) - len(missed)) / len(code):.1f}%); not reached:")
-for k in missed:
-    print(f"{k:6d}: {src[k - 1].strip()}")
+print(f"decoder lines with code: {len(code)}, reached: {len(code) - len(missed)} "
+      f"({100 * (len(code) - len(missed)) / len(code):.1f}%); not reached:")
+sources = {}
+for name, k in missed:
+    src = sources.setdefault(name, open(os.path.join(sys.argv[2], name)).read().splitlines())
+    print(f"{name}:{k}: {src[k - 1].strip()}")
 EOF
 }
 

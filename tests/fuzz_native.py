@@ -68,18 +68,18 @@ if _ATHERIS:
     if _py_cov == "1":
         with atheris.instrument_imports(include=["collector"]):
             import collector
-            from collector import _native, _pure
+            from collector import _crc_native, _idset_native, _native, _pure
     else:
         import collector
-        from collector import _native, _pure
+        from collector import _crc_native, _idset_native, _native, _pure
 else:
     import collector
     from collector import _pure
 
     try:
-        from collector import _native
+        from collector import _crc_native, _idset_native, _native
     except ImportError:  # tests/test_fuzz.py skips; the CLI modes say so
-        _native = None
+        _native = _crc_native = _idset_native = None
 
 BatchError = collector.BatchError
 TooLarge = sys.modules["collector.errors"].TooLarge  # loaded with collector (instrumented or not)
@@ -109,7 +109,7 @@ def native_outcome(batch: bytes, fmt: str):
         d = _native.decode(batch, fmt, RECEIVED)
     except BatchError as exc:
         return ("batch_error", exc.code)
-    id_set = _native.IdSet()  # first: it reads the ids where they were written, as dedup does
+    id_set = _idset_native.IdSet()  # first: it reads the ids where they were written, as dedup does
     held = id_set.hold_new(d.project_id, d)
     jsonl = d.to_jsonl()
     events = d.events  # the lazily built objects: the output must be valid JSON of the schema
@@ -178,7 +178,7 @@ def TestOneInput(data: bytes) -> None:
     fmt, batch = split(data)
     check(batch, fmt)
     # the log's checksum (folded where the CPU allows) reads only its input, and is zlib's
-    if _native.crc32(data, len(data)) != zlib.crc32(data, len(data)):
+    if _crc_native.crc32(data, len(data)) != zlib.crc32(data, len(data)):
         raise Disagreement(f"crc32 of {data!r}")
     # the request envelope is read in place: a request or ValueError, as the pure twin reads it
     if request_outcome(_native, data) != request_outcome(_pure, data):
@@ -312,6 +312,23 @@ def _synthetic_protobuf():
     yield "params_unknown_fields", _pb_custom_batch(odd, b"")
 
 
+def _reordered(vectors):
+    """The vectors' batches that are JSON objects with `pl`, their keys in other orders: `pl`
+    first, and the header around it (the decoder joins those events with the header at the end)."""
+    for name, data in vectors:
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            continue
+        if not isinstance(doc, dict) or "pl" not in doc:
+            continue
+        head = [k for k in doc if k != "pl"]
+        half = len(head) // 2
+        for order, keys in (("pl_first", ["pl", *head]), ("around_pl", [*head[:half], "pl", *head[half:]])):
+            text = json.dumps({k: doc[k] for k in keys}, ensure_ascii=False, separators=(",", ":"))
+            yield f"{name}_{order}", text.encode("utf-8", "surrogatepass")
+
+
 _SEEDS = None
 
 
@@ -328,6 +345,7 @@ def seeds() -> list[tuple[str, str, bytes]]:
                 out.append((name, "protobuf", collector.json_to_protobuf(data)))
             except ValueError:  # refused as a whole, or a value protobuf cannot carry
                 pass
+        out += [(name, "json", data) for name, data in _reordered(vectors)]
         made = {name for name, fmt, _ in out if fmt == "protobuf"}
         out += [(name, "protobuf", data) for name, data in _synthetic_protobuf() if name not in made]
         _SEEDS = out

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import collector
-from conftest import _native, outcome
-from collector import _pure
+from conftest import _crc_native, _idset_native, _native, outcome
+from collector import _crc_pure, _idset_pure, _pure
 from benchmarks.corpus import make_batches
 from collector.v1 import collector_pb2
 from fuzz_native import request_outcome
@@ -179,7 +179,7 @@ def test_id_sets_take_a_decoded_batch_as_its_ids(data):
 def _id_sets_agree(native_decoded, pure_decoded):
     ids = [json.loads(line)["event_id"] for line in native_decoded.to_jsonl().splitlines()]
     project = native_decoded.project_id
-    for impl, decoded in ((_native, native_decoded), (_pure, pure_decoded)):
+    for impl, decoded in ((_idset_native, native_decoded), (_idset_pure, pure_decoded)):
         ids_set = impl.IdSet()
         held = ids_set.hold_new(project, decoded)
         if len(set(ids)) < len(ids):  # an id twice in the batch: none is held
@@ -211,7 +211,7 @@ def test_id_sets_agree_under_many_operations():
     import random
 
     rnd = random.Random(7)
-    native, pure = _native.IdSet(), _pure.IdSet()
+    native, pure = _idset_native.IdSet(), _idset_pure.IdSet()
     held = []
     for step in range(6000):
         project = rnd.randrange(3)
@@ -277,10 +277,8 @@ def _zlib_header(kind, ms, payload):
 def test_log_record_headers_twins_agree(records):
     """The log's headers made by the native module (checksums without the GIL) are the pure
     ones, whose checksums are zlib's crc32."""
-    from collector import log
-
     expected = [_zlib_header(*r) for r in records]
-    assert _native.record_headers(records) == log._headers(records) == expected
+    assert _crc_native.record_headers(records) == _crc_pure.record_headers(records) == expected
 
 
 @given(st.binary(max_size=700), st.integers(0, 2**32 - 1), st.integers(0, 15))
@@ -289,14 +287,15 @@ def test_native_crc32_is_zlibs(data, start, offset):
     and alignment, from any running value."""
     data = bytes(offset) + data
     view = memoryview(data)[offset:]
-    assert _native.crc32(view, start) == zlib.crc32(view, start)
-    assert _native.crc32(data) == zlib.crc32(data)
+    assert _crc_native.crc32(view, start) == zlib.crc32(view, start)
+    assert _crc_native.crc32(data) == zlib.crc32(data)
 
 
 def test_log_record_headers_refuse_what_does_not_fit():
     for bad in ([(256, 0, b"")], [(1, 2**63, b"")], [(1, 0, "text")], [(1, 0)]):
-        with pytest.raises((ValueError, TypeError)):
-            _native.record_headers(bad)
+        for impl in (_crc_native, _crc_pure):
+            with pytest.raises((ValueError, TypeError)):
+                impl.record_headers(bad)
 
 
 def _upb_request(data: bytes):
@@ -382,8 +381,8 @@ def test_output_limit_twins_agree(impl):
 
 
 def test_output_limit_counts_the_events_kept(impl):
-    """A repeated `pl` (the last one counts) or a header key after `pl` makes the native
-    decoder write the events again: only what it writes last counts against the limit."""
+    """A repeated `pl` (the last one counts) and a header key after `pl` (the events joined
+    anew with the final header): only the events kept count against the limit."""
     from collector.errors import TooLarge
 
     big = ",".join(f'{{"euid":"b{i}","ea":1,"t":1}}' for i in range(40))
@@ -394,3 +393,68 @@ def test_output_limit_counts_the_events_kept(impl):
     assert impl.decode(data, "json", 1, len(small)).to_jsonl() == small
     with pytest.raises(TooLarge):
         impl.decode(data, "json", 1, len(small) - 1)
+
+
+@pytest.mark.parametrize("order", ["header first", "pl first", "split", "shorter after pl", "alphabetical"])
+def test_output_limit_and_events_in_any_key_order(impl, order):
+    """Events written before the header is final are joined with its parts at the end: the
+    same lines and the same limit in every key order, as when the header comes first."""
+    from collector.errors import TooLarge
+
+    events = ",".join(f'{{"euid":"e{i}","ea":4,"t":{i},"st":"s","url":"a?title=x{i % 3}"}}'
+                      for i in range(30))
+    head = '"pid":7,"uid":"u","now":50,"dt":4,"dma":"Apple","l":"fr_FR","r":{"d":2}'
+    docs = {
+        "header first": "{" + head + ',"pl":[' + events + "]}",
+        "pl first": '{"pl":[' + events + "]," + head + "}",
+        "split": '{"pid":7,"uid":"u","pl":[' + events
+                 + '],"now":50,"dt":4,"dma":"Apple","l":"fr_FR","r":{"d":2}}',
+        "shorter after pl": "{" + head + ',"dma":"' + "M" * 300 + '","pl":[' + events
+                            + '],"dma":"Apple"}',
+        "alphabetical": '{"dma":"Apple","dt":4,"l":"fr_FR","now":50,"pid":7,"pl":[' + events
+                        + '],"r":{"d":2},"uid":"u"}',
+    }
+    data = docs[order].encode()
+    whole = impl.decode(docs["header first"].encode(), "json", 1000).to_jsonl()
+    decoded = impl.decode(data, "json", 1000)
+    assert decoded.to_jsonl() == whole
+    assert impl.decoded_ids(decoded) == [f"e{i}" for i in range(30)]
+    assert impl.decode(data, "json", 1000, len(whole)).to_jsonl() == whole
+    for limit in (len(whole) - 1, len(whole) // 2, 10):
+        with pytest.raises(TooLarge):
+            impl.decode(data, "json", 1000, limit)
+
+
+def test_too_deep_under_a_key_that_repeats(impl):
+    """The document nests too deep even where the value is then replaced by a repeated key's
+    (found by fuzzing: the pure twin read only the parsed document)."""
+    deep = b"[" * 64 + b"]" * 64
+    for key in (b"l", b"zz"):
+        data = b'{"%s":%s,"pid":1,"uid":"u","now":5,"%s":"x","pl":[]}' % (key, deep, key)
+        with pytest.raises(collector.BatchError) as exc:
+            impl.decode(data, "json", 1)
+        assert exc.value.code == "too_deep"
+    ok = b'{"l":%s,"pid":1,"uid":"u","now":5,"l":"x","pl":[]}' % (b"[" * 63 + b"]" * 63)
+    assert len(impl.decode(ok, "json", 1)) == 0
+
+
+def test_protobuf_fields_in_any_order(impl):
+    """A protobuf Batch's fields may come in any order (the header's after the events, or
+    around them): the events are read into slots and written once the message is read."""
+    from collector import values
+    from collector.v1 import batch_pb2
+
+    events_field = batch_pb2.Batch.DESCRIPTOR.fields_by_name["events"].number
+    batch = make_batches(1, 10, seed=5)[0]
+    data = collector.json_to_protobuf(batch)
+    events, head, pos = [], [], 0
+    while pos < len(data):  # each top-level field's bytes, as they are
+        key, start = values.varint(data, pos, len(data))
+        value, end = values.varint(data, start, len(data))  # VARINT or LEN: all a Batch has
+        end = end + value if key & 7 == 2 else end
+        (events if key >> 3 == events_field else head).append(data[pos:end])
+        pos = end
+    expected = impl.decode(data, "protobuf", 7).to_jsonl()
+    assert expected == impl.decode(batch, "json", 7).to_jsonl()
+    for order in (events + head, head[:3] + events + head[3:], head[::-1] + events):
+        assert impl.decode(b"".join(order), "protobuf", 7).to_jsonl() == expected

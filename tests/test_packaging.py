@@ -3,6 +3,7 @@ protos, license) and, from it, a wheel that installs and runs in a new virtual e
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import tarfile
@@ -38,7 +39,12 @@ def test_sdist_holds_the_sources(dists):
                    "proto/collector/v1/collector.proto", "collector/py.typed", "setup.py",
                    "pyproject.toml", "constraints.txt", "examples/collector.toml"):
         assert needed in names, needed
-    assert not any(n.endswith("_pb2.py") or n == "native/_native.c" for n in names)
+    native = pathlib.Path(ROOT, "native")  # every source the extensions are built from
+    for path in [*native.glob("*.pyx"), *native.glob("*.pxi"), *native.glob("*.h")]:
+        assert f"native/{path.name}" in names, path.name
+    for stub in pathlib.Path(ROOT, "collector").glob("*.pyi"):
+        assert f"collector/{stub.name}" in names, stub.name
+    assert not any(n.endswith("_pb2.py") or (n.startswith("native/") and n.endswith(".c")) for n in names)
 
 
 def test_wheel_says_what_it_needs(dists):
@@ -53,7 +59,10 @@ def test_wheel_says_what_it_needs(dists):
     assert ">=" in protobuf and "<" in protobuf
     assert not any(r.startswith(("grpcio-tools", "nats-py", "clickhouse-connect")) for r in core)
     assert "License-Expression: Apache-2.0" in meta and "Classifier: Typing :: Typed" in meta
-    assert "collector/py.typed" in names and any(n.startswith("collector/_native") for n in names)
+    assert "collector/py.typed" in names
+    for module in ("_native", "_crc_native", "_idset_native"):  # each built, with its stub
+        assert any(n.startswith(f"collector/{module}.") and n.endswith(".so") for n in names), module
+        assert f"collector/{module}.pyi" in names, module
 
 
 def test_wheel_installs_and_runs_in_a_new_venv(dists, tmp_path):

@@ -520,13 +520,13 @@ def test_configuration_file_environment_and_flags(tmp_path):
 
 @pytest.mark.parametrize("impl", ["native", "pure"])
 def test_dedup_window_by_count_and_age(impl, monkeypatch):
-    from collector import _pure, pipeline
+    from collector import _idset_pure, pipeline
 
     if impl == "native":
-        _native = pytest.importorskip("collector._native")
-        monkeypatch.setattr(pipeline, "IdSet", _native.IdSet)
+        _idset_native = pytest.importorskip("collector._idset_native")
+        monkeypatch.setattr(pipeline, "IdSet", _idset_native.IdSet)
     else:
-        monkeypatch.setattr(pipeline, "IdSet", _pure.IdSet)
+        monkeypatch.setattr(pipeline, "IdSet", _idset_pure.IdSet)
     d = pipeline.Dedup(max_events=5, max_seconds=10)
     abc = d.hold_if_new(8, ["a", "b", "c"])
     assert len(abc) == 3 and d.held == 3 and len(d) == 0
