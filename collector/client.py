@@ -68,9 +68,10 @@ class Client:
         yield the final reply to each, in the order they are settled."""
         pending: dict[str, pb.IngestRequest] = {}
         attempts: dict[str, int] = {}
-        source = _aiter(requests)
+        source = _Ahead(requests)
         exhausted = False
         while pending or not exhausted:
+            retrying = False
             outbox: asyncio.Queue = asyncio.Queue()
             for request in pending.values():  # after a broken stream: resend what is unanswered
                 outbox.put_nowait(request)
@@ -142,10 +143,37 @@ class Client:
                     raise
                 for batch_id in pending:
                     attempts[batch_id] = attempts.get(batch_id, 0) + 1
+                retrying = True
                 await asyncio.sleep(_wait(_reply_of(exc), attempt))  # "too many open streams" says when
             finally:
                 feeder.cancel()
                 call.cancel()
+                if not retrying:
+                    source.close()
+
+
+class _Ahead:
+    """The requests' source, its next item fetched in a task of its own: a broken stream cancels
+    the feeder, and a feeder cancelled while the source awaits (a paced or queue-fed generator)
+    must not cancel the source, which would end it as if it had nothing more to send."""
+
+    def __init__(self, items):
+        self.items = _aiter(items)
+        self.next = None
+
+    async def __anext__(self):
+        if self.next is None:
+            self.next = asyncio.ensure_future(self.items.__anext__())
+        # cancelled here (even just as the item came), the next feeder takes the same item; the
+        # end of the source or its failure stays, and is raised again if asked again
+        item = await asyncio.shield(self.next)
+        self.next = None
+        return item
+
+    def close(self) -> None:
+        if self.next is not None:
+            self.next.cancel()
+            self.next = None
 
 
 def _raise_failure(feeder: asyncio.Future) -> None:

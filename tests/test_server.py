@@ -618,3 +618,38 @@ def test_jsonl_sink_cuts_a_line_a_crash_tore(tmp_path):
     run(JsonlSink("jsonl", str(tmp_path)).start())
     assert sorted(p.name for p in events.iterdir()) == ["events-1.jsonl"]  # 2 had nothing whole
     assert (events / "events-1.jsonl").read_bytes() == b'{"event_id":"a"}\n{"event_id":"b"}\n'
+
+
+def test_a_broken_stream_does_not_end_a_paced_source():
+    """The stream breaks (a collector killed and restarted) while the gateway's generator is
+    waiting between batches: the client resends what is unanswered and goes on with the rest of
+    the generator, instead of taking the cancelled wait for its end."""
+
+    class Breaks(pb_grpc.CollectorServicer):
+        calls = 0
+
+        async def IngestStream(self, request_iterator, context):
+            Breaks.calls += 1
+            async for request in request_iterator:
+                if Breaks.calls == 1 and request.batch_id == "b2":  # the source is sleeping now
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, "going away")
+                yield pb.IngestReply(batch_id=request.batch_id, accepted=3)
+
+    async def main():
+        server = grpc.aio.server()
+        pb_grpc.add_CollectorServicer_to_server(Breaks(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async def paced():
+                for i in range(6):
+                    yield Client.request(batch(prefix=f"p{i}-"), batch_id=f"b{i}")
+                    await asyncio.sleep(0.2)
+
+            async with Client(f"127.0.0.1:{port}") as client:
+                return [r.batch_id async for r in client.stream(paced())], Breaks.calls
+        finally:
+            await server.stop(None)
+
+    replies, calls = run(main())
+    assert calls == 2 and sorted(replies) == [f"b{i}" for i in range(6)]
