@@ -5,6 +5,7 @@ over the whole season and over one show, without and with filters. Prints the me
 percentile of each next to a bare `SELECT count(*)` of the table in the same run.
 
     python benchmarks/bench_dashboard.py [--events N] [--repeat R] [--dir DIR] [--duckdb-memory-mb M]
+                                         [--engines duckdb,chdb]
 
 With --dir the stores are kept there and reused by the next run with the same --events.
 """
@@ -86,9 +87,14 @@ def duck(root: str, memory_limit_mb: int):
 
 
 def load(stores, root: str, n_events: int) -> None:
-    mark = os.path.join(root, "loaded.json")
-    if os.path.exists(mark) and json.load(open(mark)) == {"events": n_events}:
-        print(f"reusing the {n_events:,} events loaded in {root}")
+    """Load the season into each store that does not hold it already (a mark per engine)."""
+    marks = {name: os.path.join(root, f"loaded-{name}.json") for name in stores}
+    held = {name for name, mark in marks.items()
+            if os.path.exists(mark) and json.load(open(mark)) == {"events": n_events}}
+    if held:
+        print(f"reusing the {n_events:,} events loaded in {root} ({', '.join(sorted(held))})")
+    stores = {name: s for name, s in stores.items() if name not in held}
+    if not stores:
         return
     seconds = {name: 0.0 for name in stores}
     t0 = time.perf_counter()
@@ -100,13 +106,14 @@ def load(stores, root: str, n_events: int) -> None:
     total = time.perf_counter() - t0
     print(f"loaded {n_events:,} events in {total:.0f} s (" + ", ".join(
         f"{name} inserts {s:.0f} s" for name, s in seconds.items()) + ")")
-    with open(mark, "w") as f:
-        json.dump({"events": n_events}, f)
+    for name in stores:
+        with open(marks[name], "w") as f:
+            json.dump({"events": n_events}, f)
 
 
 def cases(stores) -> list[tuple[str, str, dict]]:
     """(metric, what, params): the season and the busiest broadcast's show, bare and filtered."""
-    store = stores["duckdb"]
+    store = next(iter(stores.values()))
     (first, last), = store.query(f"SELECT min(time), max(time) FROM events WHERE project_id = {PROJECT}")
     (broadcast, lo, hi), = store.query(
         f"SELECT broadcast_id, min(time), max(time) FROM events WHERE project_id = {PROJECT} "
@@ -143,16 +150,22 @@ def main() -> None:
     p.add_argument("--duckdb-memory-mb", type=int, default=0,
                    help="DuckDB's buffer pool while queried (analytics.memory_limit_mb; 0, the "
                         "default: DuckDB's own, 80%% of the machine's memory)")
+    p.add_argument("--engines", default="duckdb,chdb", help="the stores to load and query")
     args = p.parse_args()
+    engines = args.engines.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         root = args.dir or tmp
-        from collector.analytics.clickhouse import ClickHouseStore
+        stores = {}
+        if "duckdb" in engines:
+            stores["duckdb"] = duck(root, LOAD_MEMORY_MB)
+        if "chdb" in engines:
+            from collector.analytics.clickhouse import ClickHouseStore
 
-        stores = {"duckdb": duck(root, LOAD_MEMORY_MB),
-                  "chdb": ClickHouseStore(f"chdb://{os.path.join(root, 'chdb')}")}
+            stores["chdb"] = ClickHouseStore(f"chdb://{os.path.join(root, 'chdb')}")
         load(stores, root, args.events)
-        stores["duckdb"].close()  # queried with the buffer pool collector serve gives it
-        stores["duckdb"] = duck(root, args.duckdb_memory_mb)
+        if "duckdb" in stores:  # queried with the buffer pool collector serve gives it
+            stores["duckdb"].close()
+            stores["duckdb"] = duck(root, args.duckdb_memory_mb)
         rows = []
         scan = {name: timed(lambda s=s: s.query("SELECT count(*) FROM events"), args.repeat)
                 for name, s in stores.items()}
