@@ -180,7 +180,7 @@ def read_request(data):
         p.s = <cstr>view.buf
         p.n = view.len
         while p.pos < p.n:
-            if read_field(&p, p.n, &number, &wtype, &value, &vs, &ve) < 0:
+            if read_field(&p, &p.pos, p.n, &number, &wtype, &value, &vs, &ve) < 0:
                 raise ValueError(f"not an IngestRequest: {p.err_msg.decode()} at byte {p.err_pos}")
             if wtype == 2:      # a field of another wire type than its own is an unknown field
                 if number == RQ_BATCH_ID:     # a string: each one set must be UTF-8

@@ -3,20 +3,22 @@
 # ------------------------------------------------------------------- protobuf: reading
 
 
-cdef inline int read_varint(Parser* p, Py_ssize_t end, uint64_t* out) noexcept nogil:
+cdef inline int read_varint(Parser* p, Py_ssize_t* pos, Py_ssize_t end, uint64_t* out) noexcept nogil:
+    """A varint at the cursor pos[0] (p.pos, or a reader's local one, which the compiler can
+    keep in a register), moved past it."""
     cdef uint64_t v = 0
     cdef int shift = 0, k
     cdef unsigned char b
-    cdef Py_ssize_t start = p.pos
+    cdef Py_ssize_t start = pos[0]
     if start < end and p.s[start] < 0x80:     # the usual one: a single byte
         out[0] = p.s[start]
-        p.pos = start + 1
+        pos[0] = start + 1
         return 0
     for k in range(10):
-        if p.pos >= end:
+        if pos[0] >= end:
             break
-        b = p.s[p.pos]
-        p.pos += 1
+        b = p.s[pos[0]]
+        pos[0] += 1
         v |= (<uint64_t>(b & 0x7F)) << shift
         if b < 0x80:
             out[0] = v
@@ -25,33 +27,33 @@ cdef inline int read_varint(Parser* p, Py_ssize_t end, uint64_t* out) noexcept n
     return fail(p, E_MALFORMED, "protobuf: truncated or overlong varint", start)
 
 
-cdef inline int read_field(Parser* p, Py_ssize_t end, uint64_t* number, int* wtype, uint64_t* value,
-                           Py_ssize_t* vstart, Py_ssize_t* vend) noexcept nogil:
+cdef inline int read_field(Parser* p, Py_ssize_t* pos, Py_ssize_t end, uint64_t* number, int* wtype,
+                           uint64_t* value, Py_ssize_t* vstart, Py_ssize_t* vend) noexcept nogil:
     """One field of a message: its number, wire type, and value (varint) or span."""
     cdef uint64_t key, size
-    cdef Py_ssize_t start = p.pos
-    if read_varint(p, end, &key) < 0:
+    cdef Py_ssize_t start = pos[0]
+    if read_varint(p, pos, end, &key) < 0:
         return -1
     number[0] = key >> 3
     wtype[0] = <int>(key & 7)
     if number[0] == 0 or number[0] > 0x1FFFFFFF:
         return fail(p, E_MALFORMED, "protobuf: invalid field number", start)
     if wtype[0] == 0:
-        return read_varint(p, end, value)
+        return read_varint(p, pos, end, value)
     if wtype[0] == 1 or wtype[0] == 5:
         size = 8 if wtype[0] == 1 else 4
-        if <uint64_t>(end - p.pos) < size:
-            return fail(p, E_MALFORMED, "protobuf: truncated fixed-size field", p.pos)
+        if <uint64_t>(end - pos[0]) < size:
+            return fail(p, E_MALFORMED, "protobuf: truncated fixed-size field", pos[0])
     elif wtype[0] == 2:
-        if read_varint(p, end, &size) < 0:
+        if read_varint(p, pos, end, &size) < 0:
             return -1
-        if size > <uint64_t>(end - p.pos):
-            return fail(p, E_MALFORMED, "protobuf: length past the end", p.pos)
+        if size > <uint64_t>(end - pos[0]):
+            return fail(p, E_MALFORMED, "protobuf: length past the end", pos[0])
     else:
         return fail(p, E_MALFORMED, "protobuf: unsupported wire type", start)
-    vstart[0] = p.pos
-    p.pos += <Py_ssize_t>size
-    vend[0] = p.pos
+    vstart[0] = pos[0]
+    pos[0] += <Py_ssize_t>size
+    vend[0] = pos[0]
     return 0
 
 
@@ -139,9 +141,8 @@ cdef int pb_message(Parser* p, Py_ssize_t pos, Py_ssize_t end, int kind, Slot* s
     cdef FieldEntry* fe
     cdef Slot* sl
     saved = p.pos
-    p.pos = pos
-    while p.pos < end:
-        if read_field(p, end, &number, &wtype, &value, &vs, &ve) < 0:
+    while pos < end:        # a local cursor: slot stores cannot alias it
+        if read_field(p, &pos, end, &number, &wtype, &value, &vs, &ve) < 0:
             return -1
         if number > MAX_FIELDNO:
             continue
@@ -229,7 +230,7 @@ cdef int pb_last_kind(Parser* p, Py_ssize_t pos, Py_ssize_t end, uint64_t* value
     cdef Py_ssize_t s, e
     p.pos = pos
     while p.pos < end:
-        if read_field(p, end, &number, &wtype, &v, &s, &e) < 0:
+        if read_field(p, &p.pos, end, &number, &wtype, &v, &s, &e) < 0:
             return -1
         num = <int>number       # at most 0x1FFFFFFF
         if num == V_NULL or num == V_BOOL or num == V_INT:
@@ -275,7 +276,7 @@ cdef int pb_array(Parser* p, Py_ssize_t pos, Py_ssize_t end, int depth, uint8_t*
         return fail(p, E_DEEP, "nested too deep", pos)
     p.pos = pos
     while p.pos < end:
-        if read_field(p, end, &number, &wtype, &value, &vs, &ve) < 0:
+        if read_field(p, &p.pos, end, &number, &wtype, &value, &vs, &ve) < 0:
             return -1
         if number == 1 and wtype == 2:
             here = p.pos
@@ -295,7 +296,7 @@ cdef int pb_object(Parser* p, Py_ssize_t pos, Py_ssize_t end, int depth, uint8_t
         return fail(p, E_DEEP, "nested too deep", pos)
     p.pos = pos
     while p.pos < end:
-        if read_field(p, end, &number, &wtype, &value, &vs, &ve) < 0:
+        if read_field(p, &p.pos, end, &number, &wtype, &value, &vs, &ve) < 0:
             return -1
         if number != 1 or wtype != 2:
             continue
@@ -303,7 +304,7 @@ cdef int pb_object(Parser* p, Py_ssize_t pos, Py_ssize_t end, int depth, uint8_t
         p.pos = vs
         ks = ke = vs
         while p.pos < ve:
-            if read_field(p, ve, &mnumber, &mwtype, &mvalue, &ms, &me) < 0:
+            if read_field(p, &p.pos, ve, &mnumber, &mwtype, &mvalue, &ms, &me) < 0:
                 return -1
             if mwtype != 2:
                 continue

@@ -193,7 +193,7 @@ cdef int put_pb_array(Parser* p, Buf* b, Py_ssize_t pos, Py_ssize_t end) except 
     putc(b, 91)
     p.pos = pos
     while p.pos < end:
-        read_field(p, end, &number, &wtype, &value, &vs, &ve)
+        read_field(p, &p.pos, end, &number, &wtype, &value, &vs, &ve)
         if number == 1 and wtype == 2:
             if not first:
                 putc(b, 44)
@@ -212,14 +212,14 @@ cdef int put_pb_object(Parser* p, Buf* b, Py_ssize_t pos, Py_ssize_t end) except
     putc(b, 123)
     p.pos = pos
     while p.pos < end:
-        read_field(p, end, &number, &wtype, &value, &vs, &ve)
+        read_field(p, &p.pos, end, &number, &wtype, &value, &vs, &ve)
         if number != 1 or wtype != 2:
             continue
         here = p.pos
         p.pos = vs
         ks = ke = xs = xe = vs
         while p.pos < ve:
-            read_field(p, ve, &mnumber, &mwtype, &mvalue, &ms, &me)
+            read_field(p, &p.pos, ve, &mnumber, &mwtype, &mvalue, &ms, &me)
             if mwtype == 2 and mnumber == 1:
                 ks, ke = ms, me
             elif mwtype == 2 and mnumber == 2:
