@@ -53,8 +53,7 @@ cdef _decode(cstr s, Py_ssize_t n, str format, int64_t received_time, Py_ssize_t
     o.events.p = bytes_data(o.events.obj)
     try:
         if p.proto:
-            header[H_PL].kind = ARR
-            pb_message(&p, 0, p.n, PB_BATCH, header, 1)
+            pb_batch(&p, header)
         else:
             not_object = read_document(&p, header)
         if p.err:
@@ -69,15 +68,9 @@ cdef _decode(cstr s, Py_ssize_t n, str format, int64_t received_time, Py_ssize_t
         if p.ev_total > MAX_EVENTS_:
             raise BatchError("too_many_events", f"{p.ev_total} events, at most {MAX_EVENTS_}")
 
-        if p.proto:
-            start_output(&p)
-            for i in range(p.ev_count):
-                if p.ev_isobj[i]:
-                    process_event(&p, i, p.ev + i * N_EVENT_SLOTS)
-                else:
-                    add_rejection(&o, i, CODE_NOT_OBJECT)
-        elif p.holes or p.header_after_pl:
-            # the events were written before the header was final: join them with its parts
+        if not p.proto and (p.holes or p.header_after_pl):
+            # JSON events written before the header was final: join them with its parts
+            # (protobuf events are written once the header is: `pb_batch`)
             if o.over and not p.holes:
                 # the limit was passed with the header as it was at `pl`, which may have been
                 # longer: read the events again, with the final header, to know
@@ -100,8 +93,7 @@ cdef _decode(cstr s, Py_ssize_t n, str format, int64_t received_time, Py_ssize_t
         free(o.rej_code)
         free(o.id_at)
         free(o.placed)
-        free(p.ev)
-        free(p.ev_isobj)
+        free(p.ev_at)
         free(p.scratch)
         free(p.hashes)
     result = _new_decoded(Decoded)    # the slots set directly: no Python-level __init__
@@ -188,7 +180,7 @@ def read_request(data):
         p.s = <cstr>view.buf
         p.n = view.len
         while p.pos < p.n:
-            if read_field(&p, p.n, &number, &wtype, &value, &vs, &ve) < 0:
+            if read_field(&p, &p.pos, p.n, &number, &wtype, &value, &vs, &ve) < 0:
                 raise ValueError(f"not an IngestRequest: {p.err_msg.decode()} at byte {p.err_pos}")
             if wtype == 2:      # a field of another wire type than its own is an unknown field
                 if number == RQ_BATCH_ID:     # a string: each one set must be UTF-8

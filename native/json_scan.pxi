@@ -4,6 +4,7 @@ cdef extern from "scan.h":
     int ctz64 "collector_ctz64"(uint64_t x) nogil    # x != 0
     int clz64 "collector_clz64"(uint64_t x) nogil    # x != 0
     Py_ssize_t skip_plain "collector_skip_plain"(cstr s, Py_ssize_t i, Py_ssize_t n) nogil
+    Py_ssize_t skip_plain_in "collector_skip_plain_in"(cstr s, Py_ssize_t i, Py_ssize_t n, Py_ssize_t limit) nogil
 
 
 # ----------------------------------------------------------------------- JSON: scanning

@@ -3,32 +3,6 @@
 # ------------------------------------------------------------------- JSON: objects, events
 
 
-cdef Slot* new_event(Parser* p) except NULL:
-    """Slots for the next event of `pl` (past MAX_EVENTS, a scratch block that is overwritten)."""
-    cdef Py_ssize_t idx = p.ev_count if p.ev_count < MAX_EVENTS_ else MAX_EVENTS_
-    cdef Py_ssize_t cap
-    cdef void* q
-    if idx >= p.ev_cap:
-        cap = p.ev_cap * 2 if p.ev_cap else 64
-        if cap > MAX_EVENTS_ + 1:
-            cap = MAX_EVENTS_ + 1
-        q = realloc(p.ev, sizeof(Slot) * N_EVENT_SLOTS * cap)
-        if q == NULL:
-            raise MemoryError()
-        p.ev = <Slot*>q
-        q = realloc(p.ev_isobj, cap)
-        if q == NULL:
-            raise MemoryError()
-        p.ev_isobj = <uint8_t*>q
-        p.ev_cap = cap
-    memset(p.ev + idx * N_EVENT_SLOTS, 0, sizeof(Slot) * N_EVENT_SLOTS)
-    p.ev_isobj[idx] = 0
-    if p.ev_count < MAX_EVENTS_:
-        p.ev_count += 1
-    p.ev_total += 1
-    return p.ev + idx * N_EVENT_SLOTS
-
-
 cdef int events_pass(Parser* p, int depth) except -2:
     """At '[' of `pl`: read each event, check it and write it out at once, while its slots are
     hot. The parts that come from the header are those of the header read so far when it is

@@ -3,16 +3,22 @@
 # ------------------------------------------------------------------- protobuf: reading
 
 
-cdef inline int read_varint(Parser* p, Py_ssize_t end, uint64_t* out) noexcept nogil:
+cdef inline int read_varint(Parser* p, Py_ssize_t* pos, Py_ssize_t end, uint64_t* out) noexcept nogil:
+    """A varint at the cursor pos[0] (p.pos, or a reader's local one, which the compiler can
+    keep in a register), moved past it."""
     cdef uint64_t v = 0
     cdef int shift = 0, k
     cdef unsigned char b
-    cdef Py_ssize_t start = p.pos
+    cdef Py_ssize_t start = pos[0]
+    if start < end and p.s[start] < 0x80:     # the usual one: a single byte
+        out[0] = p.s[start]
+        pos[0] = start + 1
+        return 0
     for k in range(10):
-        if p.pos >= end:
+        if pos[0] >= end:
             break
-        b = p.s[p.pos]
-        p.pos += 1
+        b = p.s[pos[0]]
+        pos[0] += 1
         v |= (<uint64_t>(b & 0x7F)) << shift
         if b < 0x80:
             out[0] = v
@@ -21,54 +27,55 @@ cdef inline int read_varint(Parser* p, Py_ssize_t end, uint64_t* out) noexcept n
     return fail(p, E_MALFORMED, "protobuf: truncated or overlong varint", start)
 
 
-cdef int read_field(Parser* p, Py_ssize_t end, uint64_t* number, int* wtype, uint64_t* value,
-                    Py_ssize_t* vstart, Py_ssize_t* vend) noexcept nogil:
+cdef inline int read_field(Parser* p, Py_ssize_t* pos, Py_ssize_t end, uint64_t* number, int* wtype,
+                           uint64_t* value, Py_ssize_t* vstart, Py_ssize_t* vend) noexcept nogil:
     """One field of a message: its number, wire type, and value (varint) or span."""
     cdef uint64_t key, size
-    cdef Py_ssize_t start = p.pos
-    if read_varint(p, end, &key) < 0:
+    cdef Py_ssize_t start = pos[0]
+    if read_varint(p, pos, end, &key) < 0:
         return -1
     number[0] = key >> 3
     wtype[0] = <int>(key & 7)
     if number[0] == 0 or number[0] > 0x1FFFFFFF:
         return fail(p, E_MALFORMED, "protobuf: invalid field number", start)
     if wtype[0] == 0:
-        return read_varint(p, end, value)
+        return read_varint(p, pos, end, value)
     if wtype[0] == 1 or wtype[0] == 5:
         size = 8 if wtype[0] == 1 else 4
-        if <uint64_t>(end - p.pos) < size:
-            return fail(p, E_MALFORMED, "protobuf: truncated fixed-size field", p.pos)
+        if <uint64_t>(end - pos[0]) < size:
+            return fail(p, E_MALFORMED, "protobuf: truncated fixed-size field", pos[0])
     elif wtype[0] == 2:
-        if read_varint(p, end, &size) < 0:
+        if read_varint(p, pos, end, &size) < 0:
             return -1
-        if size > <uint64_t>(end - p.pos):
-            return fail(p, E_MALFORMED, "protobuf: length past the end", p.pos)
+        if size > <uint64_t>(end - pos[0]):
+            return fail(p, E_MALFORMED, "protobuf: length past the end", pos[0])
     else:
         return fail(p, E_MALFORMED, "protobuf: unsupported wire type", start)
-    vstart[0] = p.pos
-    p.pos += <Py_ssize_t>size
-    vend[0] = p.pos
+    vstart[0] = pos[0]
+    pos[0] += <Py_ssize_t>size
+    vend[0] = pos[0]
     return 0
 
 
 cdef int check_utf8(Parser* p, Py_ssize_t start, Py_ssize_t end) noexcept nogil:
+    """Check a string's UTF-8: -1 when it is not valid; else 1 when a byte of it needs a JSON
+    escape (a quote, a backslash, a control character), 0 when it can be copied as it is."""
     cdef Py_ssize_t i = start
-    cdef int u
-    cdef uint64_t w
-    while i < end:
-        if i + 8 <= end:
-            memcpy(&w, p.s + i, 8)
-            if (w & 0x8080808080808080ULL) == 0:
-                i += 8
-                continue
-        if p.s[i] < 0x80:
+    cdef int u, esc = 0
+    cdef unsigned char c
+    while True:
+        i = skip_plain_in(p.s, i, end, p.n)    # to the next byte that is not plain ASCII
+        if i >= end:
+            return esc
+        c = p.s[i]
+        if c < 0x80:
+            esc = 1
             i += 1
             continue
         u = utf8_seq(p.s, i, end)
         if u == 0:
             return fail(p, E_MALFORMED, "protobuf: invalid UTF-8 in a string", i)
         i += u
-    return 0
 
 
 cdef inline double read_double(cstr s) noexcept nogil:
@@ -77,18 +84,65 @@ cdef inline double read_double(cstr s) noexcept nogil:
     return d
 
 
+cdef int pb_batch(Parser* p, Slot* header) except -2:
+    """A protobuf batch: its own fields first (the header, and where each event is: lengths are
+    known ahead), then each event read, checked and written at once while its slots are hot,
+    like JSON's `events_pass` but with the header final. The error reported is the first in
+    byte order, as a reading in order would find it."""
+    cdef int err
+    cdef Py_ssize_t err_pos
+    cdef const char* err_msg
+    header[H_PL].kind = ARR
+    if pb_message(p, 0, p.n, PB_BATCH, header, 1) < 0:
+        err, err_pos, err_msg = p.err, p.err_pos, p.err_msg
+        p.err = 0
+        if pb_events(p, 0) < 0:         # an event before the fault holds an earlier one
+            return -1
+        p.err, p.err_pos, p.err_msg = err, err_pos, err_msg
+        return -1
+    return pb_events(p, check_list(p, header, L_HEADER) < 0 and p.ev_total <= MAX_EVENTS_)
+
+
+cdef int pb_events(Parser* p, bint write) except -2:
+    """Read each event of `pl`; when `write` (the batch is sound so far), check and write it."""
+    cdef Slot ev[MAX_SLOTS]
+    cdef Py_ssize_t i
+    if write:
+        start_output(p)
+    for i in range(p.ev_total):
+        memset(ev, 0, sizeof(Slot) * N_EVENT_SLOTS)
+        if pb_message(p, p.ev_at[2 * i], p.ev_at[2 * i + 1], PB_EVENT, ev, 2) < 0:
+            return -1
+        if write:
+            process_event(p, i, ev)
+    return 0
+
+
+cdef int add_event(Parser* p, Py_ssize_t start, Py_ssize_t end) except -1:
+    """Note where the next event of `pl` is."""
+    cdef void* q
+    if p.ev_total == p.ev_cap:
+        p.ev_cap = p.ev_cap * 2 + 64
+        q = realloc(p.ev_at, sizeof(int32_t) * 2 * p.ev_cap)
+        if q == NULL:
+            raise MemoryError()
+        p.ev_at = <int32_t*>q
+    p.ev_at[2 * p.ev_total] = <int32_t>start
+    p.ev_at[2 * p.ev_total + 1] = <int32_t>end
+    p.ev_total += 1
+    return 0
+
+
 cdef int pb_message(Parser* p, Py_ssize_t pos, Py_ssize_t end, int kind, Slot* slots, int depth) except -2:
     """Read a message whose fields map to slots (Batch, Event and their sub-messages)."""
     cdef uint64_t number, value
-    cdef int wtype, payload = -1, ea
-    cdef Py_ssize_t vs, ve, ps = 0, pe = 0, saved
+    cdef int wtype, payload = -1, ea, esc
+    cdef Py_ssize_t vs, ve, ps = 0, pe = 0, saved, n
     cdef FieldEntry* fe
     cdef Slot* sl
-    cdef Slot* evslots
     saved = p.pos
-    p.pos = pos
-    while p.pos < end:
-        if read_field(p, end, &number, &wtype, &value, &vs, &ve) < 0:
+    while pos < end:        # a local cursor: slot stores cannot alias it
+        if read_field(p, &pos, end, &number, &wtype, &value, &vs, &ve) < 0:
             return -1
         if number > MAX_FIELDNO:
             continue
@@ -103,15 +157,25 @@ cdef int pb_message(Parser* p, Py_ssize_t pos, Py_ssize_t end, int kind, Slot* s
         sl.flags = 0
         sl.esc = 0
         if fe.role == R_EVENTS:
-            evslots = new_event(p)
-            p.ev_isobj[(evslots - p.ev) // N_EVENT_SLOTS] = 1
-            if pb_message(p, vs, ve, PB_EVENT, evslots, depth + 1) < 0:
-                return -1
+            add_event(p, vs, ve)    # read by `pb_events`, once the header is final
         elif fe.role == R_SUB:
-            memset(&slots[fe.sub_start], 0, sizeof(Slot) * fe.sub_count)
-            if pb_message(p, vs, ve, fe.sub, slots, depth + 1) < 0:
-                return -1
+            n = ve - vs
+            if kind == PB_EVENT and n and n == p.sub_len[fe.slot] \
+                    and memcmp(p.s + vs, p.s + p.sub_start[fe.slot], n) == 0:
+                # the same bytes as the last event's (SDKs repeat `vo`): the same (valid) slots
+                memcpy(&slots[fe.sub_start], &p.sub_slots[fe.sub_start], sizeof(Slot) * fe.sub_count)
+                sl.flags = P_CACHED
+            else:
+                memset(&slots[fe.sub_start], 0, sizeof(Slot) * fe.sub_count)
+                if pb_message(p, vs, ve, fe.sub, slots, depth + 1) < 0:
+                    return -1
+                if kind == PB_EVENT:
+                    p.sub_start[fe.slot] = <int32_t>vs
+                    p.sub_len[fe.slot] = <int32_t>n
+                    p.sub_valid[fe.slot] = 0
+                    memcpy(&p.sub_slots[fe.sub_start], &slots[fe.sub_start], sizeof(Slot) * fe.sub_count)
             sl.kind = OBJ
+            sl.start, sl.len = vs, n     # its bytes: `put_app_version` writes the same once
         elif fe.role == R_PARAMS:
             if pb_object(p, vs, ve, depth + 1, &sl.flags) < 0:
                 return -1
@@ -119,8 +183,11 @@ cdef int pb_message(Parser* p, Py_ssize_t pos, Py_ssize_t end, int kind, Slot* s
             sl.start, sl.len = vs, ve - vs
         else:
             set_scalar(p, sl, fe.vkind, value, vs, ve)
-            if sl.kind == STR and check_utf8(p, vs, ve) < 0:
-                return -1
+            if sl.kind == STR:
+                esc = check_utf8(p, vs, ve)
+                if esc < 0:
+                    return -1
+                sl.esc = 2 if esc else 0    # 0: its bytes are already JSON string text
     if kind == PB_EVENT and payload >= 0:
         sl = &slots[S_EA]
         if sl.kind == INT and 0 <= sl.i <= MAX_ACTION_CODE_ and PAYLOAD_CODES[payload][sl.i]:
@@ -163,7 +230,7 @@ cdef int pb_last_kind(Parser* p, Py_ssize_t pos, Py_ssize_t end, uint64_t* value
     cdef Py_ssize_t s, e
     p.pos = pos
     while p.pos < end:
-        if read_field(p, end, &number, &wtype, &v, &s, &e) < 0:
+        if read_field(p, &p.pos, end, &number, &wtype, &v, &s, &e) < 0:
             return -1
         num = <int>number       # at most 0x1FFFFFFF
         if num == V_NULL or num == V_BOOL or num == V_INT:
@@ -193,7 +260,7 @@ cdef int pb_value(Parser* p, Py_ssize_t pos, Py_ssize_t end, int depth, uint8_t*
         if not isfinite(read_double(p.s + vs)):
             pflags[0] |= P_NONFINITE
     elif last == V_STRING:
-        return check_utf8(p, vs, ve)
+        return -1 if check_utf8(p, vs, ve) < 0 else 0
     elif last == V_ARRAY:
         return pb_array(p, vs, ve, depth, pflags)
     elif last == V_OBJECT:
@@ -209,7 +276,7 @@ cdef int pb_array(Parser* p, Py_ssize_t pos, Py_ssize_t end, int depth, uint8_t*
         return fail(p, E_DEEP, "nested too deep", pos)
     p.pos = pos
     while p.pos < end:
-        if read_field(p, end, &number, &wtype, &value, &vs, &ve) < 0:
+        if read_field(p, &p.pos, end, &number, &wtype, &value, &vs, &ve) < 0:
             return -1
         if number == 1 and wtype == 2:
             here = p.pos
@@ -229,7 +296,7 @@ cdef int pb_object(Parser* p, Py_ssize_t pos, Py_ssize_t end, int depth, uint8_t
         return fail(p, E_DEEP, "nested too deep", pos)
     p.pos = pos
     while p.pos < end:
-        if read_field(p, end, &number, &wtype, &value, &vs, &ve) < 0:
+        if read_field(p, &p.pos, end, &number, &wtype, &value, &vs, &ve) < 0:
             return -1
         if number != 1 or wtype != 2:
             continue
@@ -237,7 +304,7 @@ cdef int pb_object(Parser* p, Py_ssize_t pos, Py_ssize_t end, int depth, uint8_t
         p.pos = vs
         ks = ke = vs
         while p.pos < ve:
-            if read_field(p, ve, &mnumber, &mwtype, &mvalue, &ms, &me) < 0:
+            if read_field(p, &p.pos, ve, &mnumber, &mwtype, &mvalue, &ms, &me) < 0:
                 return -1
             if mwtype != 2:
                 continue

@@ -45,4 +45,27 @@ static inline Py_ssize_t collector_skip_plain(const unsigned char *s, Py_ssize_t
     return i;
 }
 
+/* collector_skip_plain for a string [i, n) inside a buffer that goes on to `limit`: 16 bytes
+   are read at a time while they lie before `limit`, those from n on ignored, so a short
+   string takes one step. */
+static inline Py_ssize_t collector_skip_plain_in(const unsigned char *s, Py_ssize_t i, Py_ssize_t n,
+                                                  Py_ssize_t limit) {
+#if defined(__SSE2__)
+    const __m128i quote = _mm_set1_epi8(0x22), bslash = _mm_set1_epi8(0x5C), space = _mm_set1_epi8(0x20);
+    while (i < n && i + 16 <= limit) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(s + i));
+        __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, bslash)),
+                                 _mm_cmplt_epi8(x, space));
+        unsigned mask = (unsigned)_mm_movemask_epi8(m);
+        if (n - i < 16) mask &= (1u << (n - i)) - 1;
+        if (mask) return i + __builtin_ctz(mask);
+        i += 16;
+    }
+    if (i >= n) return n;
+#else
+    (void)limit;
+#endif
+    return collector_skip_plain(s, i, n);
+}
+
 #endif /* COLLECTOR_SCAN_H */

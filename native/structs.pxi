@@ -69,10 +69,8 @@ cdef struct Parser:
     const char* err_msg
     bint proto
     # events of the last `pl`
-    Slot* ev
-    uint8_t* ev_isobj
-    Py_ssize_t ev_count       # stored (<= MAX_EVENTS)
     Py_ssize_t ev_total       # seen
+    int32_t* ev_at            # protobuf: each event's bytes, [start, end) (read after the batch's own fields)
     Py_ssize_t ev_cap
     # scratch for unescaped strings
     unsigned char* scratch

@@ -153,6 +153,19 @@ cdef int _put_params_anew(Parser* p, Buf* b, Py_ssize_t i, Py_ssize_t end) excep
     return 0
 
 
+cdef inline int put_pb_string(Parser* p, Buf* b, Py_ssize_t start, Py_ssize_t end) except -1:
+    """A protobuf string (valid UTF-8) as a JSON string: copied when it is plain ASCII."""
+    if skip_plain_in(p.s, start, end, p.n) == end:
+        if end - start <= 30 and start + 32 <= p.n:
+            return put_quoted32(b, <const char*>p.s + start, end - start)
+        putc(b, 34)
+        put(b, <const char*>p.s + start, end - start)
+        return putc(b, 34)
+    putc(b, 34)
+    put_escaped(b, p.s + start, end - start)
+    return putc(b, 34)
+
+
 cdef int put_pb_value(Parser* p, Buf* b, Py_ssize_t pos, Py_ssize_t end) except -1:
     cdef uint64_t value
     cdef Py_ssize_t vs = 0, ve = 0
@@ -164,9 +177,7 @@ cdef int put_pb_value(Parser* p, Buf* b, Py_ssize_t pos, Py_ssize_t end) except 
     if last == V_DOUBLE:
         return put_double(b, read_double(p.s + vs))
     if last == V_STRING:
-        putc(b, 34)
-        put_escaped(b, p.s + vs, ve - vs)
-        return putc(b, 34)
+        return put_pb_string(p, b, vs, ve)
     if last == V_ARRAY:
         return put_pb_array(p, b, vs, ve)
     if last == V_OBJECT:
@@ -182,7 +193,7 @@ cdef int put_pb_array(Parser* p, Buf* b, Py_ssize_t pos, Py_ssize_t end) except 
     putc(b, 91)
     p.pos = pos
     while p.pos < end:
-        read_field(p, end, &number, &wtype, &value, &vs, &ve)
+        read_field(p, &p.pos, end, &number, &wtype, &value, &vs, &ve)
         if number == 1 and wtype == 2:
             if not first:
                 putc(b, 44)
@@ -201,14 +212,14 @@ cdef int put_pb_object(Parser* p, Buf* b, Py_ssize_t pos, Py_ssize_t end) except
     putc(b, 123)
     p.pos = pos
     while p.pos < end:
-        read_field(p, end, &number, &wtype, &value, &vs, &ve)
+        read_field(p, &p.pos, end, &number, &wtype, &value, &vs, &ve)
         if number != 1 or wtype != 2:
             continue
         here = p.pos
         p.pos = vs
         ks = ke = xs = xe = vs
         while p.pos < ve:
-            read_field(p, ve, &mnumber, &mwtype, &mvalue, &ms, &me)
+            read_field(p, &p.pos, ve, &mnumber, &mwtype, &mvalue, &ms, &me)
             if mwtype == 2 and mnumber == 1:
                 ks, ke = ms, me
             elif mwtype == 2 and mnumber == 2:
@@ -216,9 +227,8 @@ cdef int put_pb_object(Parser* p, Buf* b, Py_ssize_t pos, Py_ssize_t end) except
         if not first:
             putc(b, 44)
         first = 0
-        putc(b, 34)
-        put_escaped(b, p.s + ks, ke - ks)
-        put(b, '":', 2)
+        put_pb_string(p, b, ks, ke)
+        putc(b, 58)
         put_pb_value(p, b, xs, xe)
         p.pos = here
     return putc(b, 125)
