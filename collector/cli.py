@@ -548,8 +548,9 @@ def _tail_nats(args) -> int:
             why = "".join(f" ({type(e).__name__}: {e})" for e in errors)
             raise Failure(f"{args.nats}: no connection within {args.connect_timeout:g} s{why}") from None
         try:
-            sub = await nc.jetstream().pull_subscribe(subject, durable=args.durable, stream=args.stream,
-                                                      config=config)
+            # JetStream's API answers within its default 5 s but for on a busy host
+            sub = await nc.jetstream(timeout=15.0).pull_subscribe(
+                subject, durable=args.durable, stream=args.stream, config=config)
             count, idle_since = 0, time.monotonic()
             while True:
                 try:
