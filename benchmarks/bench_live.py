@@ -14,7 +14,6 @@ import http.client
 import json
 import multiprocessing
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,19 +26,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.bench_server import ROOT, load  # noqa: E402
 from benchmarks.corpus import make_batches  # noqa: E402
 from collector.client import Client  # noqa: E402
+from tests.procs import free_port  # noqa: E402
 
 PROJECT, BROADCAST = 8, "live-probe"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def serve(data: str) -> tuple[subprocess.Popen, str, int]:
     """`collector serve` with its store and HTTP API on loopback: (process, gRPC target, HTTP port)."""
-    grpc_port, http_port = _free_port(), _free_port()
+    grpc_port, http_port = free_port(), free_port()
     config = os.path.join(data, "collector.toml")
     with open(config, "w") as f:
         f.write(f'listen = "127.0.0.1:{grpc_port}"\nhttp_listen = "127.0.0.1:{http_port}"\n'

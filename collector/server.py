@@ -126,6 +126,14 @@ async def _abort_busy(service: "Service", context, detail: str):
     await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{detail} (retry after {retry} ms)")
 
 
+async def _take_slot(service: "Service", context, who) -> None:
+    """One of the client's `limits.max_calls_per_client` calls, or the call refused as busy."""
+    if not service.clients.take(who):
+        await _abort_busy(service, context, f"this client has "
+                          f"{service.config.limits.max_calls_per_client} calls open "
+                          "(limits.max_calls_per_client)")
+
+
 def _add_collector(servicer, server) -> None:
     """The Collector service, its requests handed over as bytes: `read_request` reads them in
     place (the batch is a view into the request, not a copy; no message object is made). Ingest
@@ -225,9 +233,7 @@ class CollectorServicer(pb_grpc.CollectorServicer):
         limits = service.config.limits
         key = _api_key(context)
         who = _client_of(key, context)
-        if not service.clients.take(who):
-            await _abort_busy(service, context, f"this client has {limits.max_calls_per_client} calls "
-                              "open (limits.max_calls_per_client)")
+        await _take_slot(service, context, who)
         try:
             raw = await _receive(context, limits.receive_seconds)
             if raw is None:
@@ -262,11 +268,8 @@ class CollectorServicer(pb_grpc.CollectorServicer):
 
     async def IngestStream(self, request_iterator, context):
         service = self.service
-        limits = service.config.limits
         key, allowed, who = await _open_stream(service, context, service.streams, "ingest streams")
-        if not service.clients.take(who):
-            await _abort_busy(service, context, f"this client has {limits.max_calls_per_client} calls "
-                              "open (limits.max_calls_per_client)")
+        await _take_slot(service, context, who)
         with service.streams:
             try:
                 async for reply in self._stream(context, key, allowed):
@@ -381,9 +384,7 @@ class EventsServicer(pb_grpc.EventsServicer):
         service = self.service
         limits = service.config.limits
         _, allowed, who = await _open_stream(service, context, service.subscribers, "subscribers")
-        if not service.clients.take(who):
-            await _abort_busy(service, context, f"this client has {limits.max_calls_per_client} calls "
-                              "open (limits.max_calls_per_client)")
+        await _take_slot(service, context, who)
         try:
             with service.subscribers:
                 request = await _receive(context, limits.receive_seconds)

@@ -57,6 +57,20 @@ def outcome(impl, data: bytes, fmt: str = "json", received_time: int = 176500000
     )
 
 
+@pytest.fixture
+def server(tmp_path):
+    """`server(**config)`: a real `collector serve` in its own directory under the test's."""
+    from procs import Collector
+
+    made = []
+
+    def make(**config):
+        made.append(Collector(tmp_path / f"c{len(made)}", **config))
+        return made[-1]
+
+    yield make  # stop_leftovers stops what a test leaves running
+
+
 @pytest.fixture(autouse=True)
 def stop_leftovers():
     """Stop, by pid, any server a test started and did not stop (it failed half-way)."""

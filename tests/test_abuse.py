@@ -25,7 +25,7 @@ from collector.client import Client
 from collector.log import EVENTS, Log
 from collector.v1 import collector_pb2 as pb
 from collector.v1 import collector_pb2_grpc as pb_grpc
-from procs import ENV, Collector, free_port
+from procs import ENV, free_port
 
 FLOOD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "h2flood.py")
 GOOD = {"good": [8], "other": [9]}
@@ -43,17 +43,6 @@ def ids(data: bytes) -> set:
 def rss_kb(srv) -> int:
     with open(f"/proc/{srv.proc.pid}/status") as f:
         return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
-
-
-@pytest.fixture
-def server(tmp_path):
-    made = []
-
-    def make(**config):
-        made.append(Collector(tmp_path / f"c{len(made)}", **config))
-        return made[-1]
-
-    yield make  # the conftest's stop_leftovers stops what a test leaves running
 
 
 class Flood:

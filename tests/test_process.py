@@ -12,23 +12,12 @@ import grpc
 import pytest
 
 from collector.client import Client
-from procs import ENV, Collector
+from procs import ENV
 
 
 def batch(i: int, n: int = 50, pad: int = 0) -> bytes:
     events = [{"euid": f"b{i}-e{j}", "ea": 6, "t": 1000, "tvid": "ok" + "x" * pad} for j in range(n)]
     return json.dumps({"pid": 8, "uid": "u", "now": 2000, "pl": events}).encode()
-
-
-@pytest.fixture
-def server(tmp_path):
-    servers = []
-
-    def make(**config):
-        servers.append(Collector(tmp_path / f"c{len(servers)}", **config))
-        return servers[-1]
-
-    yield make  # the conftest's stop_leftovers stops what a test leaves running
 
 
 async def stream_until(target, count, stop_after=None, on_reply=None):
