@@ -27,7 +27,7 @@ import msgspec  # noqa: E402
 from collector import demo  # noqa: E402
 from collector.analytics import query as q  # noqa: E402
 from collector.analytics.metrics import METRICS  # noqa: E402
-from collector.analytics.rows import row  # noqa: E402
+from collector.analytics.rows import check  # noqa: E402
 
 PROJECT = 8
 SEASON_START = 1_767_204_000_000  # 2025-12-31T18:00:00Z; a show starts every day at 18:00 UTC
@@ -55,7 +55,7 @@ def season(n_events: int):
             if "orderId" in params:
                 params["orderId"] = f"{params['orderId']}-{show:03d}"
             t = start + e.at
-            chunk.append(row(_encode.encode({
+            chunk.append(_encode.encode({
                 "event_id": str(uuid.UUID(int=rng.getrandbits(128))), "action": e.action,
                 "label": None, "project_id": PROJECT, "user_id": who[e.user], "session_id": v.session,
                 "time": t, "device_time": t, "sent_time": t + 900, "received_time": t + 1000,
@@ -67,17 +67,14 @@ def season(n_events: int):
                 "app": {"name": "Live Demo", "sdk_type": v.platform, "sdk_flavor": "release",
                         "sdk_version": None, "sdk_build": None, "version": None, "flavor": None,
                         "build": None},
-                "params": params})))
+                "params": params}))
             made += 1
             if len(chunk) == INSERT_ROWS:
-                yield chunk
+                yield check(chunk)[0]
                 chunk = []
         show += 1
     if chunk:
-        yield chunk
-
-
-LOAD_MEMORY_MB = 8_192  # DuckDB's primary key index outgrows the default 256 MB at ~600,000 events
+        yield check(chunk)[0]
 
 
 def duck(root: str, memory_limit_mb: int):
@@ -157,15 +154,12 @@ def main() -> None:
         root = args.dir or tmp
         stores = {}
         if "duckdb" in engines:
-            stores["duckdb"] = duck(root, LOAD_MEMORY_MB)
+            stores["duckdb"] = duck(root, args.duckdb_memory_mb)
         if "chdb" in engines:
             from collector.analytics.clickhouse import ClickHouseStore
 
             stores["chdb"] = ClickHouseStore(f"chdb://{os.path.join(root, 'chdb')}")
         load(stores, root, args.events)
-        if "duckdb" in stores:  # queried with the buffer pool collector serve gives it
-            stores["duckdb"].close()
-            stores["duckdb"] = duck(root, args.duckdb_memory_mb)
         rows = []
         scan = {name: timed(lambda s=s: s.query("SELECT count(*) FROM events"), args.repeat)
                 for name, s in stores.items()}

@@ -1,11 +1,13 @@
-"""How fast the analytics store loads: the corpus's normalised events (JSON Lines, as the log
-holds them) made into rows and inserted into DuckDB and into ClickHouse in process (chDB), in
-inserts of a given size with a token each, as the store sink does. Prints events/s for making
-the rows, for the inserts alone, and for both; then how long a purge takes (one user deleted:
-DuckDB copies the live rows into a new file, ClickHouse rewrites the partitions holding them),
-and the store's size on disk.
+"""How fast the analytics store loads, against how fast the collector ingests, in one run: the
+corpus's normalised events (JSON Lines, as the log holds them) checked and inserted into DuckDB
+and into ClickHouse in process (chDB) as the store sink does (inserts of up to its 32 MiB of
+log, a token each); and `bench_server.py`'s end-to-end ingest (`collector serve`, fsync on,
+4 streams). The goal: each store loads at least twice as fast as the collector ingests, so it
+never becomes the bottleneck. Also: how long a purge takes (one user deleted: DuckDB copies the
+live rows into a new file, ClickHouse rewrites the partitions holding them), and the store's
+size on disk.
 
-    python benchmarks/bench_store.py [--events N] [--insert-events N]
+    python benchmarks/bench_store.py [--events N] [--ingest-batches N]
 """
 
 import argparse
@@ -17,40 +19,54 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import collector  # noqa: E402
+from benchmarks.bench_server import collector_run  # noqa: E402
 from benchmarks.corpus import make_batches  # noqa: E402
-from collector.analytics.rows import rows  # noqa: E402
+from collector.analytics.rows import check  # noqa: E402
+from collector.analytics.sink import StoreSink  # noqa: E402
+
+GOAL = 2.0
 
 
-def jsonl_chunks(n_events: int, per_insert: int) -> list[bytes]:
+def log_chunks(n_events: int) -> list[list[bytes]]:
+    """The events' lines in the store sink's writes: up to its batch of log each."""
     events = b"".join(collector.decode(b).to_jsonl() for b in make_batches(n_events // 50, 50, seed=3))
-    lines = events.splitlines(keepends=True)
-    return [b"".join(lines[i:i + per_insert]) for i in range(0, len(lines), per_insert)]
+    chunks, chunk, size = [], [], 0
+    for line in events.splitlines():
+        chunk.append(line)
+        size += len(line) + 1
+        if size >= StoreSink.batch_bytes:
+            chunks.append(chunk)
+            chunk, size = [], 0
+    return chunks + ([chunk] if chunk else [])
 
 
-def load(store, chunks: list[bytes]) -> tuple[float, float, int]:
-    """Seconds making rows, seconds inserting, events loaded."""
-    make = insert = 0.0
+def load(store, chunks: list[list[bytes]]) -> tuple[float, float, int]:
+    """Seconds checking lines, seconds inserting, events loaded."""
+    checking = inserting = 0.0
     n = 0
     for i, chunk in enumerate(chunks):
         t = time.perf_counter()
-        batch = rows(chunk)
+        good, _ = check(chunk)
         t1 = time.perf_counter()
-        store.insert(batch, f"bench-{i}")
+        n += store.insert(good, f"bench-{i}")
         t2 = time.perf_counter()
-        make, insert, n = make + t1 - t, insert + t2 - t1, n + len(batch)
-    return make, insert, n
+        checking, inserting = checking + t1 - t, inserting + t2 - t1
+    return checking, inserting, n
 
 
-def main() -> None:
+def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--events", type=int, default=200_000)
-    p.add_argument("--insert-events", type=int, default=5_000,
-                   help="events per insert (the sink's: a few MiB of log)")
+    p.add_argument("--events", type=int, default=400_000)
+    p.add_argument("--ingest-batches", type=int, default=3000, help="batches of 50 events sent to collector serve")
     args = p.parse_args()
-    chunks = jsonl_chunks(args.events, args.insert_events)
-    size = sum(map(len, chunks))
-    print(f"{args.events:,} events ({size / 1e6:.0f} MB of JSON Lines), {args.insert_events:,} a insert")
-    print(f"{'store':<10}{'rows/s':>12}{'insert/s':>12}{'total/s':>12}{'purge s':>10}{'MB':>8}")
+    chunks = log_chunks(args.events)
+    size = sum(len(line) + 1 for chunk in chunks for line in chunk)
+    ingest = max(collector_run(make_batches(args.ingest_batches, 50, seed=5), 4, 50,
+                               make_batches(40, 50, seed=6))["events_per_s"] for _ in range(2))
+    print(f"{args.events:,} events ({size / 1e6:.0f} MB of JSON Lines) in {len(chunks)} inserts; "
+          f"collector serve ingests {ingest:,.0f} events/s (best of 2)")
+    print(f"{'store':<10}{'check/s':>12}{'insert/s':>12}{'load/s':>12}{'x ingest':>10}{'purge s':>10}{'MB':>8}")
+    failed = []
     with tempfile.TemporaryDirectory() as tmp:
         from collector.analytics.clickhouse import ClickHouseStore
         from collector.analytics.duck import DuckStore
@@ -58,7 +74,7 @@ def main() -> None:
         for name, make_store in (("duckdb", lambda: DuckStore(os.path.join(tmp, "d", "a.duckdb"))),
                                  ("chdb", lambda: ClickHouseStore(f"chdb://{tmp}/ch"))):
             store = make_store()
-            make, insert, n = load(store, chunks)
+            checking, inserting, n = load(store, chunks)
             (project, user), = store.query("SELECT project_id, user_id FROM events LIMIT 1")
             store.delete_user(project, user, 2**62)
             t = time.perf_counter()
@@ -67,9 +83,15 @@ def main() -> None:
             store.close()
             root = os.path.join(tmp, "d" if name == "duckdb" else "ch")
             mb = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs) / 1e6
-            print(f"{name:<10}{n / make:>12,.0f}{n / insert:>12,.0f}{n / (make + insert):>12,.0f}"
-                  f"{purge:>10.1f}{mb:>8.0f}")
+            rate = n / (checking + inserting)
+            print(f"{name:<10}{n / checking:>12,.0f}{n / inserting:>12,.0f}{rate:>12,.0f}"
+                  f"{rate / ingest:>10.2f}{purge:>10.1f}{mb:>8.0f}")
+            if rate < GOAL * ingest:
+                failed.append(name)
+    for name in failed:
+        print(f"FAIL  {name} loads at >= {GOAL}x the ingest rate")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

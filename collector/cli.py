@@ -284,7 +284,7 @@ def cmd_import(args) -> int:
     carry. Each chunk is one insert whose token is its bytes' digest and line range, so a
     second run (or one after an interruption) adds nothing."""
     from . import config
-    from .analytics.rows import row
+    from .analytics.rows import check
     from .analytics.store import open_store
 
     def fail(message: str) -> int:
@@ -308,18 +308,14 @@ def cmd_import(args) -> int:
         for name in args.files:
             try:
                 for first, last, lines in _import_chunks(name):
-                    rows = []
-                    for number, line in enumerate(lines, first):
-                        if line.strip():
-                            try:
-                                rows.append(row(line))
-                            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                                return fail(f"{name}:{number}: not a normalised event "
-                                            f"({type(exc).__name__}: {exc}); {totals['events']} "
-                                            "events before it are loaded")
+                    good, bad = check(lines)
+                    if bad:
+                        i, _, why = bad[0]
+                        return fail(f"{name}:{first + i}: not a normalised event ({why}); "
+                                    f"{totals['events']} events before it are loaded")
                     digest = hashlib.blake2b(b"".join(lines), digest_size=16).hexdigest()
-                    totals["loaded"] += store.insert(rows, f"import:{digest}:{first}-{last}")
-                    totals["events"] += len(rows)
+                    totals["loaded"] += store.insert(good, f"import:{digest}:{first}-{last}")
+                    totals["events"] += sum(1 for line in lines if line.strip())
                     progress.update(f"{name}: line {last}, {totals['events']:,} events")
             except OSError as exc:
                 return fail(f"{name}: {exc.strerror or exc}")

@@ -19,12 +19,12 @@ _WHY = {  # a cursor found unusable on start, by reason
 
 
 class Delivery:
-    def __init__(self, log_: Log, sink, cursor_dir: str, metrics, *, batch_bytes: int = 4 << 20):
+    def __init__(self, log_: Log, sink, cursor_dir: str, metrics):
         self.log = log_
         self.sink = sink
         self.cursor = Cursor(cursor_dir, sink.name)
         self.metrics = metrics
-        self.batch_bytes = batch_bytes
+        self.batch_bytes = sink.batch_bytes
         self.position = self._start()
         self._stop = asyncio.Event()
         self._draining = False

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from collector.analytics.rows import row
+from collector.analytics.rows import check
 from procs import KEEP_DAYS
 
 SCENARIOS = pathlib.Path(__file__).parent / "analytics" / "scenarios"
@@ -31,10 +31,17 @@ def event_lines(events: list[dict]) -> list[str]:
     return [json.dumps(e, ensure_ascii=False, separators=(",", ":")) for e in events]
 
 
+def lines_of(lines: list[str]) -> list[bytes]:
+    """Lines as the store sink hands them to the store."""
+    good, bad = check([line.encode() for line in lines])
+    assert not bad, bad
+    return good
+
+
 def load_scenario(store, name: str) -> list[str]:
     """Insert a scenario's events (in one insert, the first copy of each winning); their lines."""
     lines = event_lines(scenario(name)["events"])
-    store.insert([row(line) for line in lines], f"scenario:{name}")
+    store.insert(lines_of(lines), f"scenario:{name}")
     return lines
 
 

@@ -9,10 +9,10 @@ import random
 
 import pytest
 
-from analytics_fixtures import event_lines, scenario
+from analytics_fixtures import event_lines, lines_of, scenario
 from collector.analytics import export
 from collector.analytics.query import parse
-from collector.analytics.rows import row
+from reference_rows import row
 
 CROWDED = 1773261000000  # a millisecond holding more events than a small span
 
@@ -28,10 +28,10 @@ def load(store) -> list[str]:
              for _ in range(2000)]
     extra += [dict(base, event_id=f"c-{i:03d}", project_id=8, time=CROWDED) for i in range(300)]
     lines = event_lines(events + extra)
+    rnd.shuffle(lines)
     rows = [row(line) for line in lines]
-    rnd.shuffle(rows)
-    for i in range(0, len(rows), 700):
-        store.insert(rows[i:i + 700], f"load:{i}")
+    for i in range(0, len(lines), 700):
+        store.insert(lines_of(lines[i:i + 700]), f"load:{i}")
     first = {}
     for r in rows:  # the first copy inserted is kept
         first.setdefault((r.project_id, r.event_id), r)

@@ -18,7 +18,8 @@ import urllib.parse
 import pytest
 
 from analytics_fixtures import event_lines, same, scenario
-from collector.analytics.rows import country, id_attribute
+from collector.analytics.rows import id_attribute
+from reference_rows import country
 from procs import ENV, RUNNING, Collector, free_port, wait_port
 
 TOKEN, TOKEN_8 = "tok-8-12", "tok-8"

@@ -9,6 +9,10 @@ decreases with load order so the first copy loaded is the one kept, and reads ru
 with the key led by the day, the parts of past days do not overlap and `FINAL` merges only
 the few recent parts that do. A retried insert is dropped by ClickHouse's own insert
 deduplication, keyed by the insert's token.
+
+An insert sends the lines themselves (format LineAsString) to `events_raw`, a table that keeps
+nothing; a materialized view makes them rows of `events` in the same insert, parsing each line
+once, so that loading costs the collector no work per event beyond `rows.check`.
 """
 
 from __future__ import annotations
@@ -16,13 +20,11 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator
 
-from .rows import Row, unique
+from .rows import COMMERCE, DAY_FIRST, DAY_LAST, REGION
 from .store import Store
 
-VERSION_TOP = 2**64 - 1
-DAY_FIRST, DAY_LAST = 10_957, 47_846  # 2000-01-01, 2100-12-31 in days since 1970-01-01
 READ = {"final": 1}  # every read sees one copy of an event, merged or not
 MUTATE = {"mutations_sync": 2, "lightweight_deletes_sync": 2}  # done on every replica when it returns
 
@@ -68,6 +70,67 @@ SETTINGS non_replicated_deduplication_window = 10000, old_parts_lifetime = 1,
 """
 
 
+# A param is read as its JSON text (`p[key]`: '' when absent), so that its JSON type decides, as
+# the contract says: a string's text starts with a quote, an int's is digits.
+def _text(r: str) -> str:
+    return f"if(startsWith({r}, '\"'), JSONExtractString({r}), NULL)"
+
+
+def _is_int(r: str) -> str:
+    return f"match({r}, '^-?[0-9]+$')"
+
+
+def _id(r: str) -> str:
+    """An id attribute (rows.id_attribute)."""
+    return f"multiIf(startsWith({r}, '\"'), nullIf(JSONExtractString({r}), ''), {_is_int(r)}, {r}, NULL)"
+
+
+def _number(r: str) -> str:
+    """A JSON number as Decimal(38, 9), by its text; null for anything else, or beyond its range."""
+    return f"if(match({r}, '^-?[0-9]'), toDecimal128OrNull({r}, 9), NULL)"
+
+
+def _p(key: str) -> str:
+    return f"p['{key}']"
+
+
+_SHAPE = ("Tuple(project_id UInt32, event_id String, action String, user_id String, time Int64, "
+          "received_time Int64, device_time Int64, params String, device String)")
+_LOCALE = "JSONExtractRaw(j.device, 'locale')"
+_QTY = "JSONExtractRaw(x, 'qty')"
+# the rows of the lines inserted into `events_raw` (ANALYTICS.md section 1); the version falls
+# with the load's time and each line's place, so that the first copy loaded is the one kept
+LOAD = f"""
+SELECT j.project_id AS project_id, j.event_id AS event_id, j.action AS action, j.user_id AS user_id,
+    j.time AS time, j.received_time AS received_time, j.device_time AS device_time,
+    {_id(_p('broadcastId'))} AS broadcast_id, {_id(_p('campaignId'))} AS campaign_id,
+    {_id(_p('sponsorId'))} AS sponsor_id,
+    coalesce({_id(_p('orderId'))},
+             if(j.action = 'transaction.complete', {_id(_p('transaction_id'))}, NULL)) AS order_id,
+    {_id(_p('pollId'))} AS poll_id,
+    if(match(extract({_text(_LOCALE)}, '{REGION}'), '^[A-Za-z]{{2}}$'),
+       upper(extract({_text(_LOCALE)}, '{REGION}')), NULL) AS country,
+    multiIf(j.action = 'checkout.completed', {_number(_p('total'))},
+            j.action = 'transaction.complete', {_number(_p('value'))}, NULL) AS amount,
+    if(j.action IN {COMMERCE}, {_text(_p('currency'))}, NULL) AS currency,
+    if(j.action = 'checkout.completed' AND startsWith(p['items'], '['),
+       arraySum(arrayMap(x -> if({_is_int(_QTY)} AND toInt128OrZero({_QTY}) >= 1,
+                                 toInt128OrZero({_QTY}), toInt128(1)),
+                         JSONExtractArrayRaw(p['items']))), NULL) AS items,
+    if(j.action = 'poll.voted' AND {_is_int(_p('optionIndex'))},
+       toInt64OrNull({_p('optionIndex')}), NULL) AS option_index,
+    if(j.action = 'poll.voted', {_text(_p('optionSelected'))}, NULL) AS option,
+    if(j.action = 'poll.voted', {_text(_p('questionText'))}, NULL) AS question,
+    event,
+    toUInt64({2**64 - 1}) - toUInt64(toUnixTimestamp64Nano(now64(9))) - rowNumberInAllBlocks() AS version
+FROM (SELECT j, CAST(JSONExtractKeysAndValuesRaw(j.params), 'Map(String, String)') AS p, event
+      FROM (SELECT JSONExtract(event, '{_SHAPE}') AS j, event FROM events_raw))
+"""
+# named for its text, so that a collector with another loader adds its own view beside this
+# one (their rows are the same events, read once) and drops the views of older loaders
+LOADER = "events_load_" + hashlib.sha256(LOAD.encode()).hexdigest()[:12]
+
+
 def _ttl(days: int) -> str:
     """When a row expires: `days` after its time, within DateTime's range (1970..2106)."""
     return f"toDateTime(least(greatest(intDiv(time, 1000) + {int(days) * 86400}, 0), 4294967295))"
@@ -89,6 +152,14 @@ class ClickHouseStore(Store):
         days = max([retention_days, *self.retention_by_project.values()])
         client = self._client()
         client.command(ddl(days))
+        # what an insert writes: its lines, into a table that keeps nothing, whose view makes
+        # them rows of `events` (one parse of each line, by ClickHouse)
+        client.command("CREATE TABLE IF NOT EXISTS events_raw (event String) ENGINE = Null")
+        client.command(f"CREATE MATERIALIZED VIEW IF NOT EXISTS {LOADER} TO events AS {LOAD}")
+        for (old,) in client.query(
+                "SELECT name FROM system.tables WHERE database = currentDatabase() AND "
+                f"name LIKE 'events\\_load\\_%' AND name != '{LOADER}'").result_rows:
+            client.command(f"DROP VIEW IF EXISTS {old}")
         # the longest retention: per-project cutoffs are the reads' and `expire`'s
         client.command(f"ALTER TABLE events MODIFY TTL {_ttl(days)}",
                        settings={"materialize_ttl_after_modify": 0})
@@ -128,16 +199,14 @@ class ClickHouseStore(Store):
         raise TypeError(f"no ClickHouse literal for {type(value).__name__}")
 
     # --- writing
-    def insert(self, rows: Sequence[Row], token: str) -> int:
-        rows = unique(list(rows))
-        if not rows:
+    def insert(self, lines: list[bytes], token: str) -> int:
+        if not lines:
             return 0
-        version = VERSION_TOP - time.time_ns()  # later loads lose to earlier ones
-        columns = [*zip(*rows), [version] * len(rows)]
-        summary = self._client().insert(
-            "events", columns, column_names=[*Row._fields, "version"], column_oriented=True,
+        summary = self._client().raw_insert(
+            "events_raw", ["event"], b"\n".join(lines) + b"\n", fmt="LineAsString",
             settings={"insert_deduplication_token": token, "insert_deduplicate": 1,
-                      "async_insert": 0,
+                      "deduplicate_blocks_in_dependent_materialized_views": 1,
+                      "async_insert": 0, "max_insert_block_size": 1 << 30,  # one block, one token
                       # events from many months (an offline device's backlog) never fail a load
                       "throw_on_max_partitions_per_insert_block": 0})
         return summary.written_rows

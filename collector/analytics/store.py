@@ -2,7 +2,7 @@
 and ClickHouse (at scale). The sink, import, the API, deletion and retention speak only to
 `Store`; the engines differ in their DDL, their literals and how they load and remove rows.
 
-Reads are SQL over one table, `events` (columns: `rows.Row`), written with the few functions
+Reads are SQL over one table, `events` (columns: `rows.COLUMNS`), written with the few functions
 both engines share; `where` gives the clause every read starts from (project, time range,
 filters, retention), so that no read can forget one of them.
 """
@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator
 
 from .query import COLUMNS, Query
-from .rows import Row
 
 DAY_MS = 86_400_000
 
@@ -29,10 +28,11 @@ class Store(abc.ABC):
 
     # --- writing
     @abc.abstractmethod
-    def insert(self, rows: Sequence[Row], token: str) -> int:
-        """Load rows, keeping one per (project_id, event_id): the first loaded wins, a row whose
-        key is stored already is skipped, and a retried insert of the same `token` (a log
-        range, a file and line range) adds nothing. Durable when it returns. Rows added."""
+    def insert(self, lines: list[bytes], token: str) -> int:
+        """Load normalised events, lines that `rows.check` passed, keeping one row per
+        event: the first copy loaded wins, a copy of an event stored already is skipped, and a
+        retried insert of the same `token` (a log range, a file and line range) adds nothing.
+        Durable when it returns. Rows added."""
 
     @abc.abstractmethod
     def delete_user(self, project_id: int, user_id: str, received_up_to: int) -> int:

@@ -45,6 +45,7 @@ class Misconfigured(Exception):
 class Sink:
     kinds = frozenset({EVENTS})
     linger_seconds = 0.0
+    batch_bytes = 4 << 20  # the most log a write is handed at once
     metrics = None  # set by the collector before start()
     # True: the sink counts what it handed on itself (metrics.sink_events, by outcome); if not,
     # every event of a write that returned counts as delivered
