@@ -200,6 +200,7 @@ class _SlowSink:
     name = "slow"
     kinds = frozenset({EVENTS})
     linger_seconds = 0.0
+    batch_bytes = 4 << 20
     counts_itself = False
 
     def __init__(self):
