@@ -1,25 +1,34 @@
-"""How fast the analytics store loads, against how fast the collector ingests, in one run: the
-corpus's normalised events (JSON Lines, as the log holds them) checked and inserted into DuckDB
-and into ClickHouse in process (chDB) as the store sink does (inserts of up to its 32 MiB of
-log, a token each); and `bench_server.py`'s end-to-end ingest (`collector serve`, fsync on,
-4 streams). The goal: each store loads at least twice as fast as the collector ingests, so it
-never becomes the bottleneck. Also: how long a purge takes (one user deleted: DuckDB copies the
-live rows into a new file, ClickHouse rewrites the partitions holding them), and the store's
-size on disk.
+"""How fast the analytics store loads, against how fast the collector ingests, in one run.
+
+1. Load alone: the corpus's normalised events (JSON Lines, as the log holds them) checked and
+   inserted into DuckDB and into ClickHouse in process (chDB) as the store sink does (inserts of
+   up to its batch of log, a token each), against `bench_server.py`'s end-to-end ingest
+   (`collector serve`, fsync on, 4 streams, its default configuration). Goal: each store loads at least
+   twice as fast as the collector ingests, so that it never becomes the bottleneck. Also: how
+   long a purge takes (one user deleted: DuckDB copies the live rows into a new file,
+   ClickHouse rewrites the partitions holding them), and the store's size on disk.
+2. Together: `collector serve` with each store on, loaded at full speed; how long until every
+   acknowledged event is in the store (its sink's lag, from /metrics, back to 0), against how
+   long the ingest took. A store that keeps up is done within its linger of the last batch.
 
     python benchmarks/bench_store.py [--events N] [--ingest-batches N]
 """
 
 import argparse
+import asyncio
 import os
+import re
+import socket
 import sys
 import tempfile
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import collector  # noqa: E402
-from benchmarks.bench_server import collector_run  # noqa: E402
+from benchmarks.bench_server import ROOT, collector_command, collector_run, start  # noqa: E402
+from benchmarks.bench_server import load as send  # noqa: E402
 from benchmarks.corpus import make_batches  # noqa: E402
 from collector.analytics.rows import check  # noqa: E402
 from collector.analytics.sink import StoreSink  # noqa: E402
@@ -54,6 +63,45 @@ def load(store, chunks: list[list[bytes]]) -> tuple[float, float, int]:
     return checking, inserting, n
 
 
+def lag(metrics: str) -> int:
+    """The store sink's lag in log bytes, from the collector's /metrics."""
+    text = urllib.request.urlopen(f"http://{metrics}/metrics", timeout=10).read().decode()
+    m = re.search(r'collector_sink_lag_bytes\{sink="store"\} (\S+)', text)
+    return int(float(m.group(1))) if m else -1
+
+
+def together(store: str, batches: list[bytes], warmup: list[bytes]) -> tuple[float, float]:
+    """`collector serve` with the store on: (seconds the ingest took, seconds until the store
+    held every event), from the first batch sent."""
+    with tempfile.TemporaryDirectory() as data, socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        metrics = f"127.0.0.1:{s.getsockname()[1]}"
+        command, env = collector_command(ROOT, data)
+        store_conf = ('store = "duckdb"' if store == "duckdb" else
+                      f'store = "clickhouse"\nclickhouse_url = "chdb://{data}/chdb"')
+        with open(command[-1], "a") as f:
+            f.write(f'[analytics]\n{store_conf}\n')
+        s.close()
+        with open(command[-1]) as f:
+            config = f.read().replace('metrics_listen = ""', f'metrics_listen = "{metrics}"')
+        with open(command[-1], "w") as f:
+            f.write(config)
+        proc, target = start(command, env)
+        try:
+            asyncio.run(send(target, warmup, 4, 50, tag="warmup-"))
+            while lag(metrics) != 0:
+                time.sleep(0.05)
+            t = time.perf_counter()
+            asyncio.run(send(target, batches, 4, 50))
+            ingest = time.perf_counter() - t
+            while lag(metrics) != 0:
+                time.sleep(0.01)
+            return ingest, time.perf_counter() - t
+        finally:
+            proc.terminate()
+            proc.wait(timeout=120)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--events", type=int, default=400_000)
@@ -61,8 +109,8 @@ def main() -> int:
     args = p.parse_args()
     chunks = log_chunks(args.events)
     size = sum(len(line) + 1 for chunk in chunks for line in chunk)
-    ingest = max(collector_run(make_batches(args.ingest_batches, 50, seed=5), 4, 50,
-                               make_batches(40, 50, seed=6))["events_per_s"] for _ in range(2))
+    batches, warmup = make_batches(args.ingest_batches, 50, seed=5), make_batches(40, 50, seed=6)
+    ingest = max(collector_run(batches, 4, 50, warmup)["events_per_s"] for _ in range(2))
     print(f"{args.events:,} events ({size / 1e6:.0f} MB of JSON Lines) in {len(chunks)} inserts; "
           f"collector serve ingests {ingest:,.0f} events/s (best of 2)")
     print(f"{'store':<10}{'check/s':>12}{'insert/s':>12}{'load/s':>12}{'x ingest':>10}{'purge s':>10}{'MB':>8}")
@@ -88,6 +136,11 @@ def main() -> int:
                   f"{rate / ingest:>10.2f}{purge:>10.1f}{mb:>8.0f}")
             if rate < GOAL * ingest:
                 failed.append(name)
+    print(f"\ntogether: collector serve with the store on, {len(batches) * 50:,} events at full speed")
+    print(f"{'store':<10}{'ingest s':>10}{'events/s':>12}{'stored s':>10}{'behind s':>10}")
+    for name in ("duckdb", "chdb"):
+        took, stored = together(name, batches, warmup)
+        print(f"{name:<10}{took:>10.2f}{len(batches) * 50 / took:>12,.0f}{stored:>10.2f}{stored - took:>10.2f}")
     for name in failed:
         print(f"FAIL  {name} loads at >= {GOAL}x the ingest rate")
     return 1 if failed else 0

@@ -12,12 +12,14 @@ import secrets
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from analytics_fixtures import event_lines, lines_of, load_scenario, scenario
 from collector.analytics.rows import COLUMNS
+from collector.analytics.sink import StoreSink
 from collector.client import Client
 from procs import ENV, Collector
 from reference_rows import row
@@ -61,7 +63,7 @@ def test_duplicates_are_kept_once_and_the_first_wins(store):
     lines = event_lines(scenario("show_small")["events"][:40])
     a, b = lines[0], lines[1]
     a2 = copy(a, received_time=json.loads(a)["received_time"] + 5)
-    store.insert(lines_of([a, b, a2]), "one")  # twice in one insert
+    store.insert([a.encode(), b.encode(), a2.encode()], "one")  # twice in one insert, unchecked
     b2 = copy(b, label="second copy")
     store.insert(lines_of([b2]), "two")  # again in another insert
     store.insert(lines_of(lines[2:]), "three")
@@ -291,3 +293,18 @@ def test_each_engine_derives_the_columns_as_the_contract_says(store, events):
     got = store.query(f"SELECT {names} FROM events WHERE project_id = {project} ORDER BY event_id")
     want = sorted((row(line) for line in lines), key=lambda r: r.event_id)
     assert [tuple(r) for r in got] == [tuple(r) for r in want]
+
+
+def test_the_sink_sets_aside_a_line_the_store_cannot_hold(store, tmp_path):
+    """The sink hands the store the log's lines unchecked; when the store refuses them, the
+    lines it cannot hold go to the dead letter and the others are loaded."""
+    lines = event_lines(scenario("show_small")["events"][:6])
+    bad = ["not json", '{"event_id": "x"}', copy(lines[0], event_id="neg", project_id=-1)]
+    payload = ("\n".join(lines[:3] + bad + lines[3:]) + "\n").encode()
+    sink = StoreSink("store", str(tmp_path), store=store)
+    dead = [json.loads(d) for d in sink._load([SimpleNamespace(payload=payload)], "0-1")]
+    assert [d["raw"] for d in dead] == bad
+    assert {d["reason"] for d in dead} == {"store_refused"}
+    assert exported(store) == first_copies(lines)
+    assert sink._load([SimpleNamespace(payload=payload)], "0-1") != []  # checked again: set aside again
+    assert exported(store) == first_copies(lines)  # and nothing added twice

@@ -94,8 +94,11 @@ def _p(key: str) -> str:
     return f"p['{key}']"
 
 
-_SHAPE = ("Tuple(project_id UInt32, event_id String, action String, user_id String, time Int64, "
-          "received_time Int64, device_time Int64, params String, device String)")
+# what an event must have is Nullable here: a line without it (or not JSON) gives a null,
+# which the insert into the table's plain column refuses, failing the insert
+_SHAPE = ("Tuple(project_id Nullable(UInt32), event_id Nullable(String), action Nullable(String), "
+          "user_id Nullable(String), time Nullable(Int64), received_time Nullable(Int64), "
+          "device_time Nullable(Int64), params String, device String)")
 _LOCALE = "JSONExtractRaw(j.device, 'locale')"
 _QTY = "JSONExtractRaw(x, 'qty')"
 # the rows of the lines inserted into `events_raw` (ANALYTICS.md section 1); the version falls

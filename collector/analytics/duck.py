@@ -115,13 +115,18 @@ SELECT project_id, event_id, action, user_id, time, received_time, device_time,
          THEN TRY_CAST(p.optionIndex::VARCHAR AS BIGINT) END AS option_index,
     CASE WHEN action = 'poll.voted' THEN {_text('p.optionSelected')} END AS option,
     CASE WHEN action = 'poll.voted' THEN {_text('p.questionText')} END AS question,
-    event
+    event, n
 FROM (SELECT j.project_id, j.event_id, j.action, j.user_id, j.time, j.received_time,
-             j.device_time, j.params AS p, j.device.locale AS locale, line AS event
-      FROM (SELECT from_json(line, '{_SHAPE}') AS j, line FROM batch))
+             j.device_time, j.params AS p, j.device.locale AS locale, line AS event, n
+      FROM (SELECT from_json(line, '{_SHAPE}') AS j, line, n FROM batch))
 """
+UNFIT = """SELECT count(*) FROM staged WHERE project_id IS NULL OR event_id IS NULL OR action IS NULL
+    OR user_id IS NULL OR time IS NULL OR received_time IS NULL OR device_time IS NULL"""
+COPIES = "SELECT count(*) - count(DISTINCT (project_id, event_id, device_time)) FROM staged"
+FIRSTS = """SELECT * FROM staged
+QUALIFY row_number() OVER (PARTITION BY project_id, event_id, device_time ORDER BY n) = 1"""
 LOAD = """
-INSERT INTO events SELECT * FROM staged s WHERE NOT EXISTS (
+INSERT INTO events SELECT * EXCLUDE (n) FROM staged s WHERE NOT EXISTS (
     SELECT 1 FROM events e WHERE ({ranges}) AND e.device_time = s.device_time
         AND e.event_id = s.event_id AND e.project_id = s.project_id)
 """
@@ -147,8 +152,8 @@ def ranges(times) -> list[tuple[int, int]]:
 
 
 def lines_table(lines: list[bytes]):
-    """The lines as an Arrow table of one column, `line`, in slices that DuckDB reads on every
-    core."""
+    """The lines as an Arrow table of columns `line` and `n` (its place), in slices that
+    DuckDB reads on every core."""
     import numpy as np
     import pyarrow as pa
 
@@ -156,7 +161,8 @@ def lines_table(lines: list[bytes]):
     np.cumsum([len(line) for line in lines], out=offsets[1:])
     text = pa.LargeStringArray.from_buffers(len(lines), pa.py_buffer(offsets),
                                             pa.py_buffer(b"".join(lines)))
-    return pa.Table.from_batches(pa.table({"line": text}).to_batches(max_chunksize=2048))
+    table = pa.table({"line": text, "n": np.arange(len(lines), dtype=np.int64)})
+    return pa.Table.from_batches(table.to_batches(max_chunksize=2048))
 
 
 class Locked(OSError):
@@ -240,6 +246,15 @@ class DuckStore(Store):
         if not lines:
             return 0
         batch = lines_table(lines)  # noqa: F841 - read by name in STAGE
+        with self._cursor() as cur:  # made outside the write lock, on every core
+            staged = cur.sql(STAGE).to_arrow_table()  # read by name below
+            if cur.execute(UNFIT).fetchall()[0][0]:
+                raise ValueError("a line is not an event the store can hold (rows.check says which)")
+            if cur.execute(COPIES).fetchall()[0][0]:  # copies of an event within the batch
+                staged = cur.sql(FIRSTS).to_arrow_table()  # noqa: F841 - the first of each
+            times = cur.execute("SELECT DISTINCT device_time FROM staged ORDER BY 1").fetchnumpy()
+        within = " OR ".join(f"e.device_time BETWEEN {a} AND {b}"
+                             for a, b in ranges(times["device_time"].tolist()))
         with self._write:
             con = self._con  # under the lock: a purge swaps it
             con.execute("BEGIN")
@@ -248,10 +263,6 @@ class DuckStore(Store):
                                [token]).fetchone()[0] == 0:
                     con.execute("ROLLBACK")  # loaded already: a retry
                     return 0
-                staged = con.sql(STAGE).to_arrow_table()  # noqa: F841 - read by name in LOAD
-                times = con.execute("SELECT DISTINCT device_time FROM staged ORDER BY 1").fetchnumpy()
-                within = " OR ".join(f"e.device_time BETWEEN {a} AND {b}"
-                                     for a, b in ranges(times["device_time"].tolist()))
                 added = con.execute(LOAD.format(ranges=within)).fetchone()[0]
                 con.execute("COMMIT")
             except BaseException:

@@ -2,10 +2,10 @@
 the filters and metrics read (ANALYTICS.md section 1), derived once when the event is loaded so
 that no query parses JSON.
 
-The engines derive them themselves, in SQL, from the lines as they load them (`duck.LOAD`,
-`clickhouse.LOAD`): Python never builds a row, so loading costs the collector one parse of
-each line, `check`'s, which keeps what the engines cannot store (a line that is not an event)
-out of their inserts.
+The engines derive them themselves, in SQL, from the lines as they load them (`duck.STAGE`,
+`clickhouse.LOAD`): Python never builds a row. What Python does is `check`: which lines are
+events the store can hold, for `collector import` (which names a wrong line) and for the store
+sink once its store refused an insert (to find the line to set aside).
 """
 
 from typing import Annotated, Any

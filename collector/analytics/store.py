@@ -29,10 +29,11 @@ class Store(abc.ABC):
     # --- writing
     @abc.abstractmethod
     def insert(self, lines: list[bytes], token: str) -> int:
-        """Load normalised events, lines that `rows.check` passed, keeping one row per
-        event: the first copy loaded wins, a copy of an event stored already is skipped, and a
-        retried insert of the same `token` (a log range, a file and line range) adds nothing.
-        Durable when it returns. Rows added."""
+        """Load normalised events (lines without their line end), keeping one row per event:
+        the first copy loaded wins (within the insert too), a copy of an event stored already
+        is skipped, and a retried insert of the same `token` (a log range, a file and line
+        range) adds nothing. Durable when it returns. Raises, adding nothing, when a line is
+        not an event it can store (`rows.check` says which). Rows added."""
 
     @abc.abstractmethod
     def delete_user(self, project_id: int, user_id: str, received_up_to: int) -> int:
