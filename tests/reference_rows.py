@@ -1,6 +1,6 @@
-"""One store row per normalised event: the event exactly as written, plus the typed columns that
-the filters and metrics read (ANALYTICS.md section 1), derived once when the event is loaded so
-that no query parses JSON.
+"""The store's row of a normalised event by the contract's words (ANALYTICS.md section 1), in
+Python: what each engine's SQL must make of the event (test_store holds them to it), and the
+tests' model of a row.
 """
 
 import re
@@ -9,16 +9,17 @@ from typing import Any, NamedTuple, TypeGuard
 
 import msgspec
 
+from collector.analytics.rows import COLUMNS, COMMERCE, REGION, id_attribute
+
 _decode = msgspec.json.Decoder()
 # the region of a locale: after the first `_`/`-`, up to the next `_ - . @` or the end
-_REGION = re.compile(r"[_-]([^_\-.@]*)")
-COMMERCE = ("checkout.completed", "transaction.complete")
+_REGION = re.compile(REGION)
 _NANO = Decimal("1e-9")
 _AMOUNT_LIMIT = Decimal("1e29")  # DECIMAL(38, 9): 29 digits before the point
 
 
 class Row(NamedTuple):
-    """The columns of the `events` table, in order (see `schema`)."""
+    """The columns of the `events` table, in order."""
 
     project_id: int
     event_id: str
@@ -44,15 +45,6 @@ class Row(NamedTuple):
 
 def _is_int(v: Any) -> TypeGuard[int]:
     return type(v) is int
-
-
-def id_attribute(v: Any) -> str | None:
-    """A param as an id: a non-empty string as it is, an int as its decimal text, else null."""
-    if type(v) is str:
-        return v or None
-    if type(v) is int:
-        return str(v)
-    return None
 
 
 def country(locale: Any) -> str | None:
@@ -119,13 +111,4 @@ def row(line: bytes | str) -> Row:
     )
 
 
-def unique(rows: list[Row]) -> list[Row]:
-    """The first row of each (project_id, event_id), in order: within one load the first wins."""
-    seen: set = set()
-    out = [r for r in rows if (k := (r.project_id, r.event_id)) not in seen and not seen.add(k)]  # type: ignore[func-returns-value]
-    return out if len(out) < len(rows) else rows
-
-
-def rows(jsonl: bytes) -> list[Row]:
-    """The rows of JSON Lines of normalised events (blank lines skipped)."""
-    return [row(line) for line in jsonl.splitlines() if line.strip()]
+assert Row._fields == COLUMNS

@@ -308,3 +308,44 @@ def test_the_sink_sets_aside_a_line_the_store_cannot_hold(store, tmp_path):
     assert exported(store) == first_copies(lines)
     assert sink._load([SimpleNamespace(payload=payload)], "0-1") != []  # checked again: set aside again
     assert exported(store) == first_copies(lines)  # and nothing added twice
+
+
+def test_an_earlier_version_of_each_store_is_taken_over(store, tmp_path):
+    """DuckDB: a file keyed by the event (as earlier versions made it) is rewritten without the
+    key when opened, its rows kept. ClickHouse: the view of another version's loader is dropped,
+    this version's loads, and a second store on the same database adds no second view."""
+    lines = event_lines(scenario("show_small")["events"][:30])
+    if store.dialect == "duckdb":
+        import duckdb
+
+        from collector.analytics.duck import DDL, DuckStore
+
+        new = DuckStore(str(tmp_path / "new" / "analytics.duckdb"))
+        new.insert(lines_of(lines[:10]), "before")
+        new.close()
+        path = str(tmp_path / "old" / "analytics.duckdb")
+        os.makedirs(os.path.dirname(path))
+        con = duckdb.connect(path)
+        con.execute(DDL.format(db="").replace(
+            "USING COMPRESSION zstd\n", "USING COMPRESSION zstd,\n    PRIMARY KEY (project_id, event_id)\n"))
+        con.execute(f"ATTACH '{new.path}' AS new (READ_ONLY)")
+        con.execute("INSERT INTO events SELECT * FROM new.events")
+        con.close()
+        store = DuckStore(path)
+        keys = ("SELECT count(*) FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY' "
+                "AND table_name = 'events'")
+        assert store.query(keys) == [(0,)]
+    else:
+        from collector.analytics.clickhouse import LOADER, ClickHouseStore
+
+        client = store._client()
+        client.command("CREATE MATERIALIZED VIEW events_load_000000000000 TO events AS "
+                       "SELECT * FROM events WHERE 0")
+        store = ClickHouseStore(store.url)
+        views = client.query("SELECT name FROM system.tables WHERE database = currentDatabase() "
+                             "AND name LIKE 'events_load_%'").result_rows
+        assert views == [(LOADER,)]
+        store.insert(lines_of(lines[:10]), "before")
+    store.insert(lines_of(lines), "after")
+    assert exported(store) == first_copies(lines)
+    store.close()

@@ -95,7 +95,8 @@ _SHAPE = ('{"project_id":"UINTEGER","event_id":"VARCHAR","action":"VARCHAR","use
           '"time":"BIGINT","received_time":"BIGINT","device_time":"BIGINT","device":{"locale":"JSON"},'
           '"params":{' + ",".join(f'"{k}":"JSON"' for k in _PARAMS) + "}}")
 _QTY = "json_extract(x, '$.qty')"
-# the rows of `batch`'s lines (ANALYTICS.md section 1)
+# the rows of `batch`'s lines (ANALYTICS.md section 1) but `event`, the line itself, which the
+# insert takes from `batch` (by `n`) rather than copying it through
 STAGE = f"""
 SELECT project_id, event_id, action, user_id, time, received_time, device_time,
     {_id('p.broadcastId')} AS broadcast_id, {_id('p.campaignId')} AS campaign_id,
@@ -115,9 +116,9 @@ SELECT project_id, event_id, action, user_id, time, received_time, device_time,
          THEN TRY_CAST(p.optionIndex::VARCHAR AS BIGINT) END AS option_index,
     CASE WHEN action = 'poll.voted' THEN {_text('p.optionSelected')} END AS option,
     CASE WHEN action = 'poll.voted' THEN {_text('p.questionText')} END AS question,
-    event, n
+    n
 FROM (SELECT j.project_id, j.event_id, j.action, j.user_id, j.time, j.received_time,
-             j.device_time, j.params AS p, j.device.locale AS locale, line AS event, n
+             j.device_time, j.params AS p, j.device.locale AS locale, n
       FROM (SELECT from_json(line, '{_SHAPE}') AS j, line, n FROM batch))
 """
 UNFIT = """SELECT count(*) FROM staged WHERE project_id IS NULL OR event_id IS NULL OR action IS NULL
@@ -126,7 +127,7 @@ COPIES = "SELECT count(*) - count(DISTINCT (project_id, event_id, device_time)) 
 FIRSTS = """SELECT * FROM staged
 QUALIFY row_number() OVER (PARTITION BY project_id, event_id, device_time ORDER BY n) = 1"""
 LOAD = """
-INSERT INTO events SELECT * EXCLUDE (n) FROM staged s WHERE NOT EXISTS (
+INSERT INTO events SELECT s.* EXCLUDE (n), b.line FROM staged s JOIN batch b USING (n) WHERE NOT EXISTS (
     SELECT 1 FROM events e WHERE ({ranges}) AND e.device_time = s.device_time
         AND e.event_id = s.event_id AND e.project_id = s.project_id)
 """
@@ -343,8 +344,12 @@ def _private():
 
 def _connect(path: str, memory_limit_mb: int):
     """DuckDB's buffer pool takes up to 80% of the machine's memory unless bounded (0: that
-    default)."""
-    config: dict[str, Any] = {"memory_limit": f"{memory_limit_mb}MB"} if memory_limit_mb else {}
+    default). The write-ahead log is folded into the file at 128 MB rather than DuckDB's 16:
+    each fold compresses the table's last, partly filled row group again, which at 16 MB made
+    loading take 40% longer (`benchmarks/bench_store.py`)."""
+    config: dict[str, Any] = {"checkpoint_threshold": "64MB"}
+    if memory_limit_mb:
+        config["memory_limit"] = f"{memory_limit_mb}MB"
     try:
         return duckdb.connect(path, config=config)
     except duckdb.IOException as exc:
