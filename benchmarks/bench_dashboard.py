@@ -70,11 +70,11 @@ def season(n_events: int):
                 "params": params}))
             made += 1
             if len(chunk) == INSERT_ROWS:
-                yield check(chunk)[0]
+                yield [check(chunk)[0]]
                 chunk = []
         show += 1
     if chunk:
-        yield check(chunk)[0]
+        yield [check(chunk)[0]]
 
 
 def duck(root: str, memory_limit_mb: int):

@@ -36,12 +36,13 @@ GOAL = 2.0
 
 
 def log_chunks(n_events: int) -> list[list[bytes]]:
-    """The events' lines in the store sink's writes: up to its batch of log each."""
-    events = b"".join(collector.decode(b).to_jsonl() for b in make_batches(n_events // 50, 50, seed=3))
+    """The events as the store sink is handed them: the log's records (one a batch of 50, its
+    JSON Lines), in writes of up to the sink's batch of log each."""
     chunks, chunk, size = [], [], 0
-    for line in events.splitlines():
-        chunk.append(line)
-        size += len(line) + 1
+    for b in make_batches(n_events // 50, 50, seed=3):
+        payload = collector.decode(b).to_jsonl()
+        chunk.append(payload)
+        size += len(payload)
         if size >= StoreSink.batch_bytes:
             chunks.append(chunk)
             chunk, size = [], 0
@@ -100,7 +101,7 @@ def main() -> int:
     p.add_argument("--ingest-batches", type=int, default=3000, help="batches of 50 events sent to collector serve")
     args = p.parse_args()
     chunks = log_chunks(args.events)
-    size = sum(len(line) + 1 for chunk in chunks for line in chunk)
+    size = sum(len(payload) for chunk in chunks for payload in chunk)
     batches, warmup = make_batches(args.ingest_batches, 50, seed=5), make_batches(40, 50, seed=6)
     ingest = max(collector_run(batches, 4, 50, warmup)["events_per_s"] for _ in range(2))
     print(f"{args.events:,} events ({size / 1e6:.0f} MB of JSON Lines) in {len(chunks)} inserts; "

@@ -314,7 +314,7 @@ def cmd_import(args) -> int:
                         return fail(f"{name}:{first + i}: not a normalised event ({why}); "
                                     f"{totals['events']} events before it are loaded")
                     digest = hashlib.blake2b(b"".join(lines), digest_size=16).hexdigest()
-                    totals["loaded"] += store.insert(good, f"import:{digest}:{first}-{last}")
+                    totals["loaded"] += store.insert([good], f"import:{digest}:{first}-{last}")
                     totals["events"] += sum(1 for line in lines if line.strip())
                     progress.update(f"{name}: line {last}, {totals['events']:,} events")
             except OSError as exc:

@@ -63,7 +63,7 @@ def test_duplicates_are_kept_once_and_the_first_wins(store):
     lines = event_lines(scenario("show_small")["events"][:40])
     a, b = lines[0], lines[1]
     a2 = copy(a, received_time=json.loads(a)["received_time"] + 5)
-    store.insert([a.encode(), b.encode(), a2.encode()], "one")  # twice in one insert, unchecked
+    store.insert([f"{a}\n{b}\n".encode(), f"{a2}\n".encode()], "one")  # twice in one insert, unchecked
     b2 = copy(b, label="second copy")
     store.insert(lines_of([b2]), "two")  # again in another insert
     store.insert(lines_of(lines[2:]), "three")

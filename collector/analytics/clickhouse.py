@@ -202,11 +202,11 @@ class ClickHouseStore(Store):
         raise TypeError(f"no ClickHouse literal for {type(value).__name__}")
 
     # --- writing
-    def insert(self, lines: list[bytes], token: str) -> int:
-        if not lines:
+    def insert(self, jsonl: list[bytes], token: str) -> int:
+        if not any(jsonl):
             return 0
         summary = self._client().raw_insert(
-            "events_raw", ["event"], b"\n".join(lines) + b"\n", fmt="LineAsString",
+            "events_raw", ["event"], iter(jsonl), fmt="LineAsString",
             settings={"insert_deduplication_token": token, "insert_deduplicate": 1,
                       "deduplicate_blocks_in_dependent_materialized_views": 1,
                       "async_insert": 0, "max_insert_block_size": 1 << 30,  # one block, one token

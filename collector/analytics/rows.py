@@ -51,10 +51,10 @@ class _Stored(msgspec.Struct):
 _check = msgspec.json.Decoder(_Stored)
 
 
-def check(lines: list[bytes]) -> tuple[list[bytes], list[tuple[int, bytes, str]]]:
-    """The lines the store is to load, and the others: (index in `lines`, line, why). Loaded:
-    each event's first copy among the lines (by its key and device time, which every copy
-    carries unchanged), without its line end. Blank lines are neither."""
+def check(lines: list[bytes]) -> tuple[bytes, list[tuple[int, bytes, str]]]:
+    """The lines the store is to load, as JSON Lines, and the others: (index in `lines`, line,
+    why). Loaded: each event's first copy among the lines (by its key and device time, which
+    every copy carries unchanged). Blank lines are neither."""
     good, bad, seen = [], [], set()
     for i, line in enumerate(lines):
         if line.strip():
@@ -67,7 +67,7 @@ def check(lines: list[bytes]) -> tuple[list[bytes], list[tuple[int, bytes, str]]
             if key not in seen:
                 seen.add(key)
                 good.append(line.rstrip(b"\r\n"))
-    return good, bad
+    return b"".join(line + b"\n" for line in good), bad
 
 
 def id_attribute(v: Any) -> str | None:

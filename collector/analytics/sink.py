@@ -4,7 +4,7 @@ Each write is one insert whose token names the log range it holds (`first positi
 positions never change), so an insert retried after a failure, or again after a restart,
 adds nothing; and the store keeps one row per event whatever arrives twice. The insert runs
 in a worker thread and the cursor moves only once it returned, committed. Writes are big (up
-to 32 MiB of log): an engine loads a few big inserts much faster than many small ones. The
+to 64 MiB of log): an engine loads a few big inserts much faster than many small ones. The
 lines go to the store as the log holds them, unchecked (the collector wrote them): the engine
 parses them anyway and refuses a line it cannot store, and only then are they checked one by
 one, so that such a line (none should be) goes to the dead-letter output rather than stopping
@@ -25,7 +25,7 @@ from .rows import check
 
 class StoreSink(Sink):
     kinds = frozenset({EVENTS})
-    batch_bytes = 32 << 20
+    batch_bytes = 64 << 20
 
     def __init__(self, name, data_dir, *, linger_seconds: float = 0.2, store=None):
         super().__init__(name, data_dir)
@@ -43,15 +43,14 @@ class StoreSink(Sink):
         """Insert the records' lines; if the store refuses them and `check` finds lines it cannot
         hold, those go to the dead letter and the rest is inserted (under the same token: the
         refused insert added nothing). A refusal with no such line is the store's: raised."""
-        lines = [line for record in records for line in record.payload.split(b"\n") if line]
         try:
-            self.store.insert(lines, token)
+            self.store.insert([record.payload for record in records], token)
             return []
         except Exception:
-            good, bad = check(lines)
+            good, bad = check([line for r in records for line in r.payload.split(b"\n")])
             if not bad:
                 raise
-        self.store.insert(good, token)
+        self.store.insert([good], token)
         return [_dead(self.name, why, line) for _, line, why in bad]
 
 

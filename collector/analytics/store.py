@@ -28,12 +28,13 @@ class Store(abc.ABC):
 
     # --- writing
     @abc.abstractmethod
-    def insert(self, lines: list[bytes], token: str) -> int:
-        """Load normalised events (lines without their line end), keeping one row per event:
-        the first copy loaded wins (within the insert too), a copy of an event stored already
-        is skipped, and a retried insert of the same `token` (a log range, a file and line
-        range) adds nothing. Durable when it returns. Raises, adding nothing, when a line is
-        not an event it can store (`rows.check` says which). Rows added."""
+    def insert(self, jsonl: list[bytes], token: str) -> int:
+        """Load normalised events, JSON Lines in pieces (each a run of whole lines, as the log's
+        records hold them), keeping one row per event: the first copy loaded wins (within the
+        insert too), a copy of an event stored already is skipped, and a retried insert of the
+        same `token` (a log range, a file and line range) adds nothing. Durable when it
+        returns. Raises, adding nothing, when a line is not an event it can store
+        (`rows.check` says which). Rows added."""
 
     @abc.abstractmethod
     def delete_user(self, project_id: int, user_id: str, received_up_to: int) -> int:
