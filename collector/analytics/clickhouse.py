@@ -22,8 +22,10 @@ import threading
 import time
 from collections.abc import Generator
 
-from .rows import COMMERCE, DAY_FIRST, DAY_LAST, REGION
+from .rows import COMMERCE, REGION
 from .store import Store
+
+DAY_FIRST, DAY_LAST = 10_957, 47_846  # 2000-01-01, 2100-12-31 in days since 1970-01-01
 
 READ = {"final": 1}  # every read sees one copy of an event, merged or not
 MUTATE = {"mutations_sync": 2, "lightweight_deletes_sync": 2}  # done on every replica when it returns

@@ -26,10 +26,6 @@ COLUMNS = (
     "event",  # the normalised event, exactly as the collector wrote it
 )
 COMMERCE = ("checkout.completed", "transaction.complete")
-DAY_MS = 86_400_000
-# an event's copies are one row per (project, device day, event id), the day bounded so that a
-# wrong clock cannot make more than about 1,200 monthly partitions (ClickHouse's key)
-DAY_FIRST, DAY_LAST = 10_957, 47_846  # 2000-01-01, 2100-12-31 in days since 1970-01-01
 # the region of a locale: after the first `_`/`-`, up to the next `_ - . @` or the end
 REGION = r"[_-]([^_\-.@]*)"
 
