@@ -61,7 +61,8 @@ DEPENDENCIES = [
     "prometheus-client>=0.17",
     "aiohttp>=3.9",
     "duckdb>=2.0,<2.1",  # one minor series: a file written by one is read by the next, not back
-    "pyarrow>=14",  # the store's inserts and the Parquet export: typed columns
+    "pyarrow>=16",  # the store's inserts (string views) and the Parquet export: typed columns
+    "numpy>=1.24",  # where the store's inserts find the lines of the log's records
 ]
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import duckdb
 
 from ..log import fsync_path
-from .rows import COMMERCE, REGION
+from .rows import COMMERCE, PARAMS, REGION, STORED
 from .store import Store
 
 DDL = """
@@ -89,11 +89,9 @@ def _region(x: str) -> str:
     return f"CASE WHEN json_type({x}) = 'VARCHAR' AND regexp_full_match({r}, '[A-Za-z]{{2}}') THEN upper({r}) END"
 
 
-_PARAMS = ("broadcastId", "campaignId", "sponsorId", "orderId", "transaction_id", "pollId", "total",
-           "value", "currency", "optionIndex", "optionSelected", "questionText", "items")
 _SHAPE = ('{"project_id":"UINTEGER","event_id":"VARCHAR","action":"VARCHAR","user_id":"VARCHAR",'
           '"time":"BIGINT","received_time":"BIGINT","device_time":"BIGINT","device":{"locale":"JSON"},'
-          '"params":{' + ",".join(f'"{k}":"JSON"' for k in _PARAMS) + "}}")
+          '"params":{' + ",".join(f'"{k}":"JSON"' for k in PARAMS) + "}}")
 _QTY = "json_extract(x, '$.qty')"
 # the rows of `batch`'s lines (ANALYTICS.md section 1) but `event`, the line itself, which the
 # insert takes from `batch` (by `n`) rather than copying it through
@@ -121,8 +119,7 @@ FROM (SELECT j.project_id, j.event_id, j.action, j.user_id, j.time, j.received_t
              j.device_time, j.params AS p, j.device.locale AS locale, n
       FROM (SELECT from_json(line, '{_SHAPE}') AS j, line, n FROM batch))
 """
-UNFIT = """SELECT count(*) FROM staged WHERE project_id IS NULL OR event_id IS NULL OR action IS NULL
-    OR user_id IS NULL OR time IS NULL OR received_time IS NULL OR device_time IS NULL"""
+UNFIT = "SELECT count(*) FROM staged WHERE " + " OR ".join(f"{name} IS NULL" for name in STORED)
 COPIES = "SELECT count(*) - count(DISTINCT (project_id, event_id, device_time)) FROM staged"
 FIRSTS = """SELECT * FROM staged
 QUALIFY row_number() OVER (PARTITION BY project_id, event_id, device_time ORDER BY n) = 1"""

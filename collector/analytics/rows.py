@@ -26,6 +26,9 @@ COLUMNS = (
     "event",  # the normalised event, exactly as the collector wrote it
 )
 COMMERCE = ("checkout.completed", "transaction.complete")
+# the params the columns are made of
+PARAMS = ("broadcastId", "campaignId", "sponsorId", "orderId", "transaction_id", "pollId", "total",
+          "value", "currency", "optionIndex", "optionSelected", "questionText", "items")
 # the region of a locale: after the first `_`/`-`, up to the next `_ - . @` or the end
 REGION = r"[_-]([^_\-.@]*)"
 
@@ -44,6 +47,7 @@ class _Stored(msgspec.Struct):
     device_time: _I64
 
 
+STORED = _Stored.__struct_fields__  # what a line without one of them is not stored for
 _check = msgspec.json.Decoder(_Stored)
 
 
