@@ -41,6 +41,26 @@ def generate_protos() -> None:
         raise RuntimeError("protoc failed on " + " ".join(protos))
 
 
+def generate_parts() -> None:
+    """native/parts.pxi: the native writer's order of an event's keys, from collector/spec.py
+    (both read by path: the package itself may not import before it is built)."""
+    import importlib.util
+
+    def load(name, path):
+        found = importlib.util.spec_from_file_location(name, os.path.join(HERE, path))
+        module = importlib.util.module_from_spec(found)
+        found.loader.exec_module(module)
+        return module
+
+    spec = load("collector_spec", os.path.join("collector", "spec.py"))
+    parts = load("native_parts", os.path.join("native", "parts.py"))
+    text = parts.render(spec.EVENT_KEYS)
+    path = os.path.join(HERE, "native", "parts.pxi")
+    if not os.path.exists(path) or open(path, encoding="utf-8").read() != text:
+        with open(path, "w", encoding="utf-8") as f:   # unchanged: Cython need not run again
+            f.write(text)
+
+
 def protobuf_requirement() -> str:
     """`protobuf>=X.Y.Z,<X+1`: what the generated modules accept (they check at import)."""
     generate_protos()
@@ -101,6 +121,11 @@ def extensions():
         from Cython.Build import cythonize
     except ImportError:
         print("WARNING: Cython is missing; the native decoder is not built", file=sys.stderr)
+        return []
+    try:
+        generate_parts()
+    except ValueError as exc:   # an order of spec.py's keys the native writer cannot write
+        print(f"WARNING: the native decoder is not built: {exc}", file=sys.stderr)
         return []
     # The decoder, the log's checksums and dedup's set: each the twin of a pure module.
     exts = [

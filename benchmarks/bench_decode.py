@@ -245,6 +245,8 @@ GOALS = [  # (text, row, over row, at least)
      "native json decode+to_jsonl", BASELINE, 1.5),
     ("native protobuf decode+to_jsonl >= 2x upb parse + read every field",
      "native protobuf decode+to_jsonl", "upb parse + read every field", 2.0),
+    ("native protobuf decode+to_jsonl >= native json decode+to_jsonl (the same events)",
+     "native protobuf decode+to_jsonl", "native json decode+to_jsonl", 1.0),
     ("pure json decode >= 0.5x json.loads", "pure json decode", "json.loads", 0.5),
     ("native json, pl first >= 0.9x header first",
      "native json, pl first", "native json, header first", 0.9),

@@ -9,6 +9,7 @@ from .errors import TooLarge
 
 # gc=False: an event holds only JSON values, so it can be in no reference cycle; not tracking the
 # many events a batch makes keeps the garbage collector from running over them.
+# ---- written by `python -m collector.layout` from spec.py: do not edit ----
 class Device(msgspec.Struct, frozen=True, gc=False):
     type: str | None
     manufacturer: str | None
@@ -51,6 +52,7 @@ class NormalizedEvent(msgspec.Struct, frozen=True, gc=False):
     device: Device
     app: App
     params: dict[str, Any]
+# ---- end of what collector.layout writes ----
 
 
 _events_decoder = msgspec.json.Decoder(list[NormalizedEvent])

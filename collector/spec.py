@@ -151,16 +151,35 @@ CURRENCY_NAME = 2
 
 class Out(NamedTuple):
     name: str  # the key in the normalised event
-    source: str  # the header or event key it comes from (dotted inside a sub-object)
+    source: str  # the header or event key it comes from (dotted inside a sub-object); "": made
     how: int = AS_IS
     table: dict | None = None  # for ENUM
+    made: str = ""  # what a made value is, as a Python type (a sourced one's follows its Field)
 
 
-EVENT_KEYS = (
-    "event_id", "action", "label", "project_id", "user_id", "session_id", "time", "device_time",
-    "sent_time", "received_time", "uptime_ms", "url", "screen_name", "screen_count",
-    "connectivity", "carrier", "orientation", "device", "app", "params",
+EVENT = (  # the event's own keys; `device` and `app` are DEVICE's and APP's
+    Out("event_id", "euid"),
+    Out("action", "", made="str"),  # `ea`'s name, or a custom event's `ac`
+    Out("label", "", made="str | None"),  # from LABEL_KEY's key, or a custom event's `lb`
+    Out("project_id", "pid"),
+    Out("user_id", "uid"),
+    Out("session_id", "sn"),
+    Out("time", "", made="int"),  # received_time - max(0, sent_time - device_time)
+    Out("device_time", "t"),
+    Out("sent_time", "now"),
+    Out("received_time", "", made="int"),  # when the collector read the batch
+    Out("uptime_ms", "upt"),
+    Out("url", "url"),
+    Out("screen_name", "", made="str | None"),  # the url's `title` parameter, unquoted
+    Out("screen_count", "scn"),
+    Out("connectivity", "c", ENUM, CONNECTIVITY),
+    Out("carrier", "ci"),
+    Out("orientation", "o", ENUM, ORIENTATIONS),
+    Out("device", "", made="Device"),
+    Out("app", "", made="App"),
+    Out("params", "", made="dict[str, Any]"),  # ACTION_PARAMS', or a custom event's `pr`
 )
+EVENT_KEYS = tuple(o.name for o in EVENT)
 
 DEVICE = (  # from the header
     Out("type", "dt", ENUM, DEVICE_TYPES),
@@ -230,6 +249,23 @@ CURRENCIES = {
     969: "MGA", 970: "COU", 971: "AFN", 972: "TJS", 973: "AOA", 976: "CDF", 977: "BAM", 978: "EUR",
     979: "MXV", 980: "UAH", 981: "GEL", 984: "BOV", 985: "PLN", 986: "BRL", 990: "CLF", 994: "XSU",
     997: "USN", 999: "XXX",}
+
+
+_PY_TYPES = {INT: "int", NUMBER: "float", STRING: "str", BOOL: "bool"}
+
+
+def python_type(out: Out) -> str:
+    """What a key of the normalised event holds, as a Python type: a made value's own, else
+    its source Field's (a name for an enum or a currency; None unless the Field is required)."""
+    if out.made:
+        return out.made
+    key, _, sub = out.source.partition(".")
+    fields = {f.key: f for f in HEADER + COMMON}
+    field = fields[key]
+    if sub:
+        field = {f.key: f for f in field.fields}[sub]
+    kind = "str" if out.how != AS_IS else _PY_TYPES[field.type]
+    return kind if field.required else f"{kind} | None"
 
 
 def valid_action_name(name: str) -> bool:

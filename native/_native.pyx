@@ -11,8 +11,9 @@ This file is the hub: each concern is a file of its own, included here in this o
 share one C module, so the hot paths still inline across them), and the C helpers are headers:
   consts.pxi        limits, slot kinds, flags and roles (compile-time constants)
   structs.pxi       slots, key and field tables, the parser and the output (buf.h: the buffer)
+  parts.pxi         an event's parts in spec.EVENT_KEYS' order (written by the build: parts.py)
   tables.pxi        the tables, built from collector.spec and collector.wire at import
-  util.pxi          errors, integers and doubles written, scratch space
+  util.pxi          errors, integers (digits.h) and doubles written, scratch space
   utf8.pxi          UTF-8 validation
   json_scan.pxi     JSON strings, numbers, literals, skipped values (scan.h: the SSE2 scan)
   objects.pxi       JSON objects read into slots, the events of `pl`
@@ -28,7 +29,7 @@ extension modules of their own.
 from libc.stdint cimport int64_t, uint64_t, uint8_t, int16_t, int32_t, uint32_t
 from libc.string cimport memcpy, memset, memcmp, memchr
 from libc.stdlib cimport malloc, calloc, realloc, free, qsort
-from libc.math cimport isfinite
+from libc.math cimport isfinite, fabs, rint
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.ref cimport PyObject
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
@@ -48,12 +49,14 @@ cdef extern from "Python.h":
     PyObject* bytes_new "PyBytes_FromStringAndSize"(const char *s, Py_ssize_t n)
     int _PyBytes_Resize(PyObject **b, Py_ssize_t n) except -1
     char* bytes_data "PyBytes_AS_STRING"(PyObject *b)
+    Py_ssize_t bytes_size "PyBytes_GET_SIZE"(PyObject *b)
     void Py_XDECREF(PyObject *o)
 
 ctypedef const unsigned char* cstr
 
 include "consts.pxi"
 include "structs.pxi"
+include "parts.pxi"
 include "tables.pxi"
 include "util.pxi"
 include "utf8.pxi"

@@ -5,6 +5,7 @@ cdef extern from "scan.h":
     int clz64 "collector_clz64"(uint64_t x) nogil    # x != 0
     Py_ssize_t skip_plain "collector_skip_plain"(cstr s, Py_ssize_t i, Py_ssize_t n) nogil
     Py_ssize_t skip_plain_in "collector_skip_plain_in"(cstr s, Py_ssize_t i, Py_ssize_t n, Py_ssize_t limit) nogil
+    bint plain16 "collector_plain16"(cstr s, Py_ssize_t n) nogil
 
 
 # ----------------------------------------------------------------------- JSON: scanning
@@ -173,14 +174,6 @@ cdef const unsigned char* string_bytes(Parser* p, Slot* sl, Py_ssize_t* n) excep
     scratch_reserve(p, sl.len)
     n[0] = unescape(p.s + sl.start, sl.len, p.scratch)
     return p.scratch
-
-
-cdef double POW10[23]
-for _i in range(23):
-    POW10[_i] = float(10 ** _i)
-cdef uint64_t POW10U[20]
-for _i in range(20):
-    POW10U[_i] = 10 ** _i
 
 
 cdef inline int lead_digits(uint64_t w) noexcept nogil:

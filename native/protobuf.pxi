@@ -57,9 +57,18 @@ cdef inline int read_field(Parser* p, Py_ssize_t* pos, Py_ssize_t end, uint64_t*
     return 0
 
 
-cdef int check_utf8(Parser* p, Py_ssize_t start, Py_ssize_t end) noexcept nogil:
+cdef inline int check_utf8(Parser* p, Py_ssize_t start, Py_ssize_t end) noexcept nogil:
     """Check a string's UTF-8: -1 when it is not valid; else 1 when a byte of it needs a JSON
-    escape (a quote, a backslash, a control character), 0 when it can be copied as it is."""
+    escape (a quote, a backslash, a control character), 0 when it can be copied as it is.
+    Most strings are short and plain: one or two 16-byte looks, inline."""
+    cdef Py_ssize_t n = end - start
+    if n <= 32 and start + 32 <= p.n and plain16(p.s + start, n if n < 16 else 16) \
+            and (n <= 16 or plain16(p.s + start + 16, n - 16)):
+        return 0
+    return check_utf8_any(p, start, end)
+
+
+cdef int check_utf8_any(Parser* p, Py_ssize_t start, Py_ssize_t end) noexcept nogil:
     cdef Py_ssize_t i = start
     cdef int u, esc = 0
     cdef unsigned char c
@@ -177,7 +186,8 @@ cdef int pb_message(Parser* p, Py_ssize_t pos, Py_ssize_t end, int kind, Slot* s
             sl.kind = OBJ
             sl.start, sl.len = vs, n     # its bytes: `put_app_version` writes the same once
         elif fe.role == R_PARAMS:
-            if pb_object(p, vs, ve, depth + 1, &sl.flags) < 0:
+            p.params.n = 0          # the last `pr` counts
+            if pb_object(p, vs, ve, depth + 1, &sl.flags, &p.params) < 0:
                 return -1
             sl.kind = OBJ
             sl.start, sl.len = vs, ve - vs
@@ -249,51 +259,80 @@ cdef int pb_last_kind(Parser* p, Py_ssize_t pos, Py_ssize_t end, uint64_t* value
     return last
 
 
-cdef int pb_value(Parser* p, Py_ssize_t pos, Py_ssize_t end, int depth, uint8_t* pflags) except -2:
-    """Check a Value (a container here is at JSON level `depth`)."""
+cdef int pb_value(Parser* p, Py_ssize_t pos, Py_ssize_t end, int depth, uint8_t* pflags, Buf* w) except -2:
+    """Check a Value (a container here is at JSON level `depth`) and write it as JSON to w: one
+    walk over the bytes does both. A number that is not finite is written as null and
+    flagged (the event is then refused)."""
     cdef uint64_t value
     cdef Py_ssize_t vs = 0, ve = 0
-    cdef int last = pb_last_kind(p, pos, end, &value, &vs, &ve)
+    cdef int last = pb_last_kind(p, pos, end, &value, &vs, &ve), esc
+    cdef double d
     if last < 0:
         return -1
-    if last == V_DOUBLE:
-        if not isfinite(read_double(p.s + vs)):
+    if last == V_STRING:
+        esc = check_utf8(p, vs, ve)
+        if esc < 0:
+            return -1
+        put_pb_string(p, w, vs, ve, esc)
+    elif last == V_DOUBLE:
+        d = read_double(p.s + vs)
+        if isfinite(d):
+            put_double(w, d)
+        else:
             pflags[0] |= P_NONFINITE
-    elif last == V_STRING:
-        return -1 if check_utf8(p, vs, ve) < 0 else 0
+            put(w, "null", 4)
+    elif last == V_INT:
+        put_int(w, <int64_t>(value >> 1) ^ -(<int64_t>(value & 1)))
+    elif last == V_BOOL:
+        if value:
+            put(w, "true", 4)
+        else:
+            put(w, "false", 5)
     elif last == V_ARRAY:
-        return pb_array(p, vs, ve, depth, pflags)
+        return pb_array(p, vs, ve, depth, pflags, w)
     elif last == V_OBJECT:
-        return pb_object(p, vs, ve, depth, pflags)
+        return pb_object(p, vs, ve, depth, pflags, w)
+    else:
+        put(w, "null", 4)
     return 0
 
 
-cdef int pb_array(Parser* p, Py_ssize_t pos, Py_ssize_t end, int depth, uint8_t* pflags) except -2:
+cdef int pb_array(Parser* p, Py_ssize_t pos, Py_ssize_t end, int depth, uint8_t* pflags, Buf* w) except -2:
     cdef uint64_t number, value
     cdef int wtype
     cdef Py_ssize_t vs, ve, here
+    cdef bint first = 1
     if depth > MAX_DEPTH_:
         return fail(p, E_DEEP, "nested too deep", pos)
+    putc(w, 91)
     p.pos = pos
     while p.pos < end:
         if read_field(p, &p.pos, end, &number, &wtype, &value, &vs, &ve) < 0:
             return -1
         if number == 1 and wtype == 2:
+            if not first:
+                putc(w, 44)
+            first = 0
             here = p.pos
-            if pb_value(p, vs, ve, depth + 1, pflags) < 0:
+            if pb_value(p, vs, ve, depth + 1, pflags, w) < 0:
                 return -1
             p.pos = here
+    putc(w, 93)
     return 0
 
 
-cdef int pb_object(Parser* p, Py_ssize_t pos, Py_ssize_t end, int depth, uint8_t* pflags) except -2:
-    """Check an Object: members' keys valid UTF-8, values checked, repeated keys noted."""
+cdef int pb_object(Parser* p, Py_ssize_t pos, Py_ssize_t end, int depth, uint8_t* pflags, Buf* w) except -2:
+    """Check an Object (members' keys valid UTF-8, values checked, repeated keys noted) and
+    write it as JSON to w. Within a member the last key and the last value count; a member
+    whose key does not come first (or comes again after the value) is written again."""
     cdef uint64_t number, value, mnumber, mvalue
-    cdef int wtype, mwtype
-    cdef Py_ssize_t vs, ve, ms, me, here, there, ks, ke
+    cdef int wtype, mwtype, esc = 0
+    cdef Py_ssize_t vs, ve, ms, me, here, there, ks, ke, xs, xe, m0, val_at
     cdef Py_ssize_t base = p.nhash
+    cdef bint first = 1, key_first, have_val
     if depth > MAX_DEPTH_:
         return fail(p, E_DEEP, "nested too deep", pos)
+    putc(w, 123)
     p.pos = pos
     while p.pos < end:
         if read_field(p, &p.pos, end, &number, &wtype, &value, &vs, &ve) < 0:
@@ -301,25 +340,51 @@ cdef int pb_object(Parser* p, Py_ssize_t pos, Py_ssize_t end, int depth, uint8_t
         if number != 1 or wtype != 2:
             continue
         here = p.pos
+        if not first:
+            putc(w, 44)
+        first = 0
+        m0 = val_at = w.n
+        key_first = have_val = 0
+        ks = ke = xs = xe = vs
+        esc = 0
         p.pos = vs
-        ks = ke = vs
         while p.pos < ve:
             if read_field(p, &p.pos, ve, &mnumber, &mwtype, &mvalue, &ms, &me) < 0:
                 return -1
             if mwtype != 2:
                 continue
             if mnumber == 1:
-                if check_utf8(p, ms, me) < 0:
+                esc = check_utf8(p, ms, me)
+                if esc < 0:
                     return -1
                 ks, ke = ms, me
+                key_first = not have_val
+                if key_first:
+                    w.n = m0
+                    put_pb_string(p, w, ks, ke, esc)
+                    putc(w, 58)
+                    val_at = w.n
             elif mnumber == 2:
+                w.n = val_at            # an earlier value of the member: checked, not kept
+                xs, xe = ms, me
+                have_val = 1
                 there = p.pos
-                if pb_value(p, ms, me, depth + 1, pflags) < 0:
+                if pb_value(p, ms, me, depth + 1, pflags, w) < 0:
                     return -1
                 p.pos = there
+        if not (key_first and have_val):        # rare: written again, in order
+            w.n = m0
+            put_pb_string(p, w, ks, ke, esc)
+            putc(w, 58)
+            if have_val:
+                if pb_value(p, xs, xe, depth + 1, pflags, w) < 0:
+                    return -1
+            else:
+                put(w, "null", 4)
         push_hash(p, fnv1a(p.s + ks, ke - ks))
         p.pos = here
     if p.nhash - base > 1 and has_repeat(p.hashes + base, p.nhash - base):
         pflags[0] |= P_DUP
     p.nhash = base
+    putc(w, 125)
     return 0

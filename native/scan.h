@@ -68,4 +68,18 @@ static inline Py_ssize_t collector_skip_plain_in(const unsigned char *s, Py_ssiz
     return collector_skip_plain(s, i, n);
 }
 
+/* Whether the n <= 16 bytes at s (16 of them readable) are all plain: no quote, backslash,
+   control character or non-ASCII byte. */
+static inline int collector_plain16(const unsigned char *s, Py_ssize_t n) {
+#if defined(__SSE2__)
+    const __m128i x = _mm_loadu_si128((const __m128i *)s);
+    const __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8(0x22)),
+                                                _mm_cmpeq_epi8(x, _mm_set1_epi8(0x5C))),
+                                   _mm_cmplt_epi8(x, _mm_set1_epi8(0x20)));
+    return ((unsigned)_mm_movemask_epi8(m) & ((1u << n) - 1)) == 0;
+#else
+    return collector_skip_plain(s, 0, n) == n;
+#endif
+}
+
 #endif /* COLLECTOR_SCAN_H */

@@ -75,6 +75,7 @@ cdef struct Parser:
     # scratch for unescaped strings
     unsigned char* scratch
     Py_ssize_t scratch_cap
+    Buf params              # protobuf: the last `pr` read, as JSON (written as it is checked)
     # key hashes of the objects being read in params (a stack)
     uint64_t* hashes
     Py_ssize_t nhash
@@ -132,3 +133,16 @@ cdef struct Out:
     Placed* placed          # each written event's parts from the header (JSON only)
     Py_ssize_t nplaced
     Py_ssize_t placed_cap
+
+
+cdef struct EventWrite:     # what the writers of an event's parts write from (writer.pxi)
+    Parser* p
+    Buf* b
+    Slot* ev
+    Buf* who                # the header's parts (Out.who...)
+    Buf* sent
+    Buf* device
+    Placed* pl              # where its parts from the header go
+    int64_t time            # its time: received_time - max(0, sent_time - device_time)
+    int ea
+    PyObject* params        # custom params settled in Python (bytes), or NULL

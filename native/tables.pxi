@@ -62,17 +62,9 @@ cdef ParamOut HEADER_OUT[2 * MAX_PARAMS]
 cdef int N_HEADER_OUT
 cdef ParamOut VO_OUT[MAX_PARAMS]
 cdef int N_VO_OUT
-# the event's keys, each with what comes before it ('{' for the first, ',' or the close of
-# `app` before `params`), from spec.EVENT_KEYS; `who` and `sent` are written from the header
-cdef Name KEY_EVENT_ID, KEY_ACTION, KEY_LABEL, KEY_PROJECT_ID, KEY_USER_ID, KEY_SESSION_ID
-cdef Name KEY_TIME, KEY_DEVICE_TIME, KEY_SENT_TIME, KEY_RECEIVED_TIME, KEY_UPTIME_MS, KEY_URL
-cdef Name KEY_SCREEN_NAME, KEY_SCREEN_COUNT, KEY_CONNECTIVITY, KEY_CARRIER, KEY_ORIENTATION
-cdef Name KEY_PARAMS
+# The keys inside the header's parts, written into them once per batch (parts.pxi: HEADER_KEYS).
+cdef Name KEY_PROJECT_ID, KEY_USER_ID, KEY_SENT_TIME, KEY_RECEIVED_TIME
 
-# the order in which put_event writes them (the code's order, checked against the spec's)
-_WRITER_ORDER = ("event_id", "action", "label", "project_id", "user_id", "session_id", "time",
-                "device_time", "sent_time", "received_time", "uptime_ms", "url", "screen_name",
-                "screen_count", "connectivity", "carrier", "orientation", "device", "app", "params")
 cdef int MAX_EVENTS_, MAX_DEPTH_, MAX_ID_BYTES_, MAX_ACTION_CODE_, MAX_ACTION_NAME_, CURRENCY_MAX_
 cdef double DENSITY_MIN_, DENSITY_MAX_
 
@@ -358,7 +350,13 @@ def _init():
 
     header_types, event_types = field_types(spec.HEADER), field_types(spec.COMMON)
     n_header = n_vo = 0
-    for obj, outs, opening in (("device", spec.DEVICE, ',"device":{'), ("app", spec.APP, '},"app":{')):
+    if spec.EVENT_KEYS != WRITTEN_ORDER:
+        raise RuntimeError("the native module was built for another order of spec.EVENT_KEYS: build it again")
+    set_name(&KEY_PROJECT_ID, HEADER_KEYS["project_id"].encode())
+    set_name(&KEY_USER_ID, HEADER_KEYS["user_id"].encode())
+    set_name(&KEY_SENT_TIME, HEADER_KEYS["sent_time"].encode())
+    set_name(&KEY_RECEIVED_TIME, HEADER_KEYS["received_time"].encode())
+    for obj, outs, opening in (("device", spec.DEVICE, DEVICE_OPENING), ("app", spec.APP, '},"app":{')):
         for j, out in enumerate(outs):
             if out.source in header_types:
                 if n_vo:
@@ -378,32 +376,6 @@ def _init():
             o.how = W_ENUM if out.how == spec.ENUM else writes[t]
             o.enum_id = add_enum(out.table) if out.how == spec.ENUM else 0
     N_HEADER_OUT, N_VO_OUT = n_header, n_vo
-    if spec.EVENT_KEYS != _WRITER_ORDER:
-        raise RuntimeError("spec.EVENT_KEYS is not the order the native writer writes")
-
-    def key(name):
-        before = "{" if name == spec.EVENT_KEYS[0] else ("}," if name == "params" else ",")
-        return f'{before}"{name}":'.encode()
-
-    set_name(&KEY_EVENT_ID, key("event_id"))
-    set_name(&KEY_ACTION, key("action"))
-    set_name(&KEY_LABEL, key("label"))
-    set_name(&KEY_PROJECT_ID, key("project_id"))
-    set_name(&KEY_USER_ID, key("user_id"))
-    set_name(&KEY_SESSION_ID, key("session_id"))
-    set_name(&KEY_TIME, key("time"))
-    set_name(&KEY_DEVICE_TIME, key("device_time"))
-    set_name(&KEY_SENT_TIME, key("sent_time"))
-    set_name(&KEY_RECEIVED_TIME, key("received_time"))
-    set_name(&KEY_UPTIME_MS, key("uptime_ms"))
-    set_name(&KEY_URL, key("url"))
-    set_name(&KEY_SCREEN_NAME, key("screen_name"))
-    set_name(&KEY_SCREEN_COUNT, key("screen_count"))
-    set_name(&KEY_CONNECTIVITY, key("connectivity"))
-    set_name(&KEY_CARRIER, key("carrier"))
-    set_name(&KEY_ORIENTATION, key("orientation"))
-    set_name(&KEY_PARAMS, key("params"))
-
     memset(ACTION_CHAR, 0, 256)
     for ch in spec.ACTION_NAME_CHARS:
         ACTION_CHAR[ord(ch)] = 1

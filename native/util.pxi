@@ -18,70 +18,69 @@ cdef inline int puts(Buf* b, const char* s) except -1:
     return put(b, s, n)
 
 
-cdef inline uint64_t ascii8(uint64_t v) noexcept nogil:
-    """v < 10**8 as 8 ASCII digits, zero-padded, the first in the lowest byte."""
-    cdef uint64_t x = (v // 10000) | ((v % 10000) << 32), q
-    q = ((x * 10486) >> 20) & 0x0000007F0000007FULL        # each half // 100
-    x = q | ((x - q * 100) << 16)
-    q = ((x * 103) >> 10) & 0x000F000F000F000FULL          # each quarter // 10
-    x = q | ((x - q * 10) << 8)
-    return x | 0x3030303030303030ULL
+cdef double POW10[23]          # exact: 10**22 is the last power of ten a double holds
+for _i in range(23):
+    POW10[_i] = float(10 ** _i)
+cdef uint64_t POW10U[20]
+for _i in range(20):
+    POW10U[_i] = 10 ** _i
 
-
-cdef inline char* put_digits8(char* q, uint64_t v) noexcept nogil:
-    """v < 10**8 without leading zeros at q (8 bytes there are writable); returns its end."""
-    cdef int nd
-    cdef uint64_t x
-    if v < 10:
-        q[0] = <char>(48 + v)
-        return q + 1
-    nd = ((64 - clz64(v)) * 1233) >> 12
-    if v >= POW10U[nd]:
-        nd += 1
-    x = ascii8(v) >> (8 * (8 - nd))
-    memcpy(q, &x, 8)
-    return q + nd
-
-
-cdef inline int put_int(Buf* b, int64_t v) except -1:
-    """v in decimal: 8 digits at a time."""
-    cdef uint64_t u, hi, x
-    cdef char* q
-    if b.n + 32 > b.cap:
-        buf_grow(b, 32)
-    q = b.p + b.n
-    if v < 0:
-        q[0] = 45
-        q += 1
-        u = <uint64_t>0 - <uint64_t>v
-    else:
-        u = <uint64_t>v
-    if u < 100000000:
-        q = put_digits8(q, u)
-    else:
-        hi = u // 100000000
-        u -= hi * 100000000
-        if hi < 100000000:
-            q = put_digits8(q, hi)
-        else:
-            q = put_digits8(q, hi // 100000000)
-            x = ascii8(hi % 100000000)
-            memcpy(q, &x, 8)
-            q += 8
-        x = ascii8(u)
-        memcpy(q, &x, 8)
-        q += 8
-    b.n = q - b.p
-    return 0
+cdef extern from "digits.h":
+    int put_int "collector_put_int"(Buf* b, int64_t v) except -1
 
 
 cdef int put_double(Buf* b, double d) except -1:
-    """Python's repr of a float: the shortest text that reads back as the same double."""
-    cdef char* s = PyOS_double_to_string(d, b'r', 0, Py_DTSF_ADD_DOT_0, NULL)
+    """Python's repr of a float: the shortest text that reads back as the same double.
+
+    What SDKs send (prices, ratings, coordinates) mostly has a short decimal form: the fewest
+    decimals k for which the nearest integer m to |d| * 10**k gives back d as m / 10**k. Both
+    sides are exact or correctly rounded in IEEE arithmetic, so that test is the reader's own;
+    below 2**48 at most one integer can pass it for each k, so it is also the nearest, as repr
+    picks. The rest (17 digits, exponents, -0.0) go to Python's own dtoa."""
+    cdef double a = fabs(d), m
+    cdef int k
+    cdef char* s
+    if 1e-4 <= a < 281474976710656.0:              # repr's fixed notation, m below 2**48
+        for k in range(18):
+            m = a * POW10[k]
+            if m >= 281474976710656.0:
+                break
+            m = rint(m)
+            if m / POW10[k] == a:
+                return put_fixed(b, d < 0, <uint64_t>m, k)
+    s = PyOS_double_to_string(d, b'r', 0, Py_DTSF_ADD_DOT_0, NULL)
     try:
         puts(b, s)
     finally:
         PyMem_Free(s)
+    return 0
+
+
+cdef int put_fixed(Buf* b, bint negative, uint64_t m, int k) except -1:
+    """m / 10**k with k decimals (one, 0, when k is 0), as repr writes it."""
+    cdef char digits[24]
+    cdef int i = 24, n
+    while True:
+        i -= 1
+        digits[i] = <char>(48 + m % 10)
+        m //= 10
+        if m == 0 and 24 - i > k:
+            break
+    if b.n + 48 > b.cap:
+        buf_grow(b, 48)
+    if negative:
+        b.p[b.n] = 45
+        b.n += 1
+    n = 24 - i - k                                  # digits before the point
+    memcpy(b.p + b.n, digits + i, n)
+    b.p[b.n + n] = 46
+    b.n += n + 1
+    if k:
+        memcpy(b.p + b.n, digits + 24 - k, k)
+        b.n += k
+    else:
+        b.p[b.n] = 48
+        b.n += 1
     return 0
 
 

@@ -153,9 +153,9 @@ cdef int _put_params_anew(Parser* p, Buf* b, Py_ssize_t i, Py_ssize_t end) excep
     return 0
 
 
-cdef inline int put_pb_string(Parser* p, Buf* b, Py_ssize_t start, Py_ssize_t end) except -1:
-    """A protobuf string (valid UTF-8) as a JSON string: copied when it is plain ASCII."""
-    if skip_plain_in(p.s, start, end, p.n) == end:
+cdef inline int put_pb_string(Parser* p, Buf* b, Py_ssize_t start, Py_ssize_t end, int esc) except -1:
+    """A protobuf string (valid UTF-8; esc as `check_utf8` found) as a JSON string."""
+    if esc == 0:
         if end - start <= 30 and start + 32 <= p.n:
             return put_quoted32(b, <const char*>p.s + start, end - start)
         putc(b, 34)
@@ -164,74 +164,6 @@ cdef inline int put_pb_string(Parser* p, Buf* b, Py_ssize_t start, Py_ssize_t en
     putc(b, 34)
     put_escaped(b, p.s + start, end - start)
     return putc(b, 34)
-
-
-cdef int put_pb_value(Parser* p, Buf* b, Py_ssize_t pos, Py_ssize_t end) except -1:
-    cdef uint64_t value
-    cdef Py_ssize_t vs = 0, ve = 0
-    cdef int last = pb_last_kind(p, pos, end, &value, &vs, &ve)
-    if last == V_BOOL:
-        return put(b, "true", 4) if value else put(b, "false", 5)
-    if last == V_INT:
-        return put_int(b, <int64_t>(value >> 1) ^ -(<int64_t>(value & 1)))
-    if last == V_DOUBLE:
-        return put_double(b, read_double(p.s + vs))
-    if last == V_STRING:
-        return put_pb_string(p, b, vs, ve)
-    if last == V_ARRAY:
-        return put_pb_array(p, b, vs, ve)
-    if last == V_OBJECT:
-        return put_pb_object(p, b, vs, ve)
-    return put(b, "null", 4)
-
-
-cdef int put_pb_array(Parser* p, Buf* b, Py_ssize_t pos, Py_ssize_t end) except -1:
-    cdef uint64_t number, value
-    cdef int wtype
-    cdef Py_ssize_t vs, ve, here
-    cdef bint first = 1
-    putc(b, 91)
-    p.pos = pos
-    while p.pos < end:
-        read_field(p, &p.pos, end, &number, &wtype, &value, &vs, &ve)
-        if number == 1 and wtype == 2:
-            if not first:
-                putc(b, 44)
-            first = 0
-            here = p.pos
-            put_pb_value(p, b, vs, ve)
-            p.pos = here
-    return putc(b, 93)
-
-
-cdef int put_pb_object(Parser* p, Buf* b, Py_ssize_t pos, Py_ssize_t end) except -1:
-    cdef uint64_t number, value, mnumber, mvalue
-    cdef int wtype, mwtype
-    cdef Py_ssize_t vs, ve, ms, me, here, ks, ke, xs, xe
-    cdef bint first = 1
-    putc(b, 123)
-    p.pos = pos
-    while p.pos < end:
-        read_field(p, &p.pos, end, &number, &wtype, &value, &vs, &ve)
-        if number != 1 or wtype != 2:
-            continue
-        here = p.pos
-        p.pos = vs
-        ks = ke = xs = xe = vs
-        while p.pos < ve:
-            read_field(p, &p.pos, ve, &mnumber, &mwtype, &mvalue, &ms, &me)
-            if mwtype == 2 and mnumber == 1:
-                ks, ke = ms, me
-            elif mwtype == 2 and mnumber == 2:
-                xs, xe = ms, me
-        if not first:
-            putc(b, 44)
-        first = 0
-        put_pb_string(p, b, ks, ke)
-        putc(b, 58)
-        put_pb_value(p, b, xs, xe)
-        p.pos = here
-    return putc(b, 125)
 
 
 cdef inline Placed* place(Out* o) except NULL:
@@ -340,79 +272,122 @@ cdef int note_id(Out* o, Py_ssize_t start, Py_ssize_t end) except -1:
 
 cdef int put_event(Parser* p, Buf* b, Slot* ev, Slot* hd, Buf* who, Buf* sent, Buf* device,
                    int64_t received, bytes params) except -1:
-    cdef int ea = <int>ev[S_EA].i
-    cdef Py_ssize_t id_start
-    cdef int64_t t = ev[S_T].i, now = hd[H_NOW].i, skew
-    cdef Placed* pl = place(p.out)
-    skew = now - t
+    """One event's line: its parts in spec.EVENT_KEYS' order (`put_parts`, parts.pxi)."""
+    cdef EventWrite w
+    cdef int64_t t = ev[S_T].i, skew = hd[H_NOW].i - ev[S_T].i
     if skew < 0:
         skew = 0
-    pl.t = t
-    pl.start = b.n
-    put_name(b, &KEY_EVENT_ID)
-    id_start = b.n
-    put_str(p, b, &ev[S_EUID])
-    note_id(p.out, id_start, b.n)
-    put_name(b, &KEY_ACTION)
-    if ea == CUSTOM_EA:
-        put_str(p, b, &ev[S_AC])
-    else:
-        put_name(b, &ACTION_JSON[ea])
-    put_name(b, &KEY_LABEL)
-    if LABEL_SLOT[ea] >= 0:
-        put_str(p, b, &ev[LABEL_SLOT[ea]])
-    else:
-        put(b, "null", 4)
-    pl.who = b.n
-    if who.n:
-        put(b, who.p, who.n)
-    put_name(b, &KEY_SESSION_ID)
-    put_opt_int(p, b, &ev[S_SN])
-    put_name(b, &KEY_TIME)
-    pl.time = b.n
-    if not p.holes:
-        put_int(b, received - skew)
-    pl.time_end = b.n
-    put_name(b, &KEY_DEVICE_TIME)
-    put_int_slot(p, b, &ev[S_T])
-    pl.sent = b.n
-    if sent.n:
-        put(b, sent.p, sent.n)
-    put_name(b, &KEY_UPTIME_MS)
-    put_opt_int(p, b, &ev[S_UPT])
-    put_name(b, &KEY_URL)
-    put_str(p, b, &ev[S_URL])
-    put_name(b, &KEY_SCREEN_NAME)
-    put_screen_name(p, b, &ev[S_URL])
-    put_name(b, &KEY_SCREEN_COUNT)
-    put_opt_int(p, b, &ev[S_SCN])
-    put_name(b, &KEY_CONNECTIVITY)
-    put_enum(b, &ev[S_C], ENUM_NAMES[E_CONNECTIVITY], ENUM_LO[E_CONNECTIVITY], ENUM_COUNT[E_CONNECTIVITY])
-    put_name(b, &KEY_CARRIER)
-    put_str(p, b, &ev[S_CI])
-    put_name(b, &KEY_ORIENTATION)
-    put_enum(b, &ev[S_O], ENUM_NAMES[E_ORIENTATION], ENUM_LO[E_ORIENTATION], ENUM_COUNT[E_ORIENTATION])
-    pl.device = b.n
-    if device.n:
-        put(b, device.p, device.n)
-    put_app_version(p, b, ev)
-    put_name(b, &KEY_PARAMS)
-    if PARAM_N[ea] >= 0:
-        put_action_params(p, b, ev, ea)
-    elif ea == CUSTOM_EA:
-        if params is not None:
-            put(b, <const char*>params, len(params))
-        elif ev[S_PR].kind != OBJ:
-            put(b, "{}", 2)
-        elif p.proto:
-            put_pb_object(p, b, ev[S_PR].start, ev[S_PR].start + ev[S_PR].len)
-        else:
-            put_params_json(p, b, &ev[S_PR])
-    else:
-        put(b, "{}", 2)
-    put(b, "}\n", 2)
-    pl.end = b.n
+    w.p, w.b, w.ev, w.who, w.sent, w.device = p, b, ev, who, sent, device
+    w.pl = place(p.out)
+    w.pl.t = t
+    w.pl.start = b.n
+    w.time = received - skew
+    w.ea = <int>ev[S_EA].i
+    w.params = NULL if params is None else <PyObject*>params
+    put_parts(&w)
+    w.pl.end = b.n
     return 0
+
+
+# The writers of an event's parts, each after its key (parts.pxi calls them in the spec's order).
+
+cdef inline int put_event_id(EventWrite* w) except -1:
+    cdef Py_ssize_t start = w.b.n
+    put_str(w.p, w.b, &w.ev[S_EUID])
+    return note_id(w.p.out, start, w.b.n)
+
+
+cdef inline int put_action(EventWrite* w) except -1:
+    if w.ea == CUSTOM_EA:
+        return put_str(w.p, w.b, &w.ev[S_AC])
+    return put_name(w.b, &ACTION_JSON[w.ea])
+
+
+cdef inline int put_label(EventWrite* w) except -1:
+    if LABEL_SLOT[w.ea] >= 0:
+        return put_str(w.p, w.b, &w.ev[LABEL_SLOT[w.ea]])
+    return put(w.b, "null", 4)
+
+
+cdef inline int put_who(EventWrite* w) except -1:
+    """project_id and user_id, from the header."""
+    w.pl.who = w.b.n
+    return put(w.b, w.who.p, w.who.n)
+
+
+cdef inline int put_session_id(EventWrite* w) except -1:
+    return put_opt_int(w.p, w.b, &w.ev[S_SN])
+
+
+cdef inline int put_time(EventWrite* w) except -1:
+    w.pl.time = w.b.n
+    if not w.p.holes:       # else written when the header is known (`rejoin_header`)
+        put_int(w.b, w.time)
+    w.pl.time_end = w.b.n
+    return 0
+
+
+cdef inline int put_device_time(EventWrite* w) except -1:
+    return put_int_slot(w.p, w.b, &w.ev[S_T])
+
+
+cdef inline int put_sent(EventWrite* w) except -1:
+    """sent_time and received_time, from the header."""
+    w.pl.sent = w.b.n
+    return put(w.b, w.sent.p, w.sent.n)
+
+
+cdef inline int put_uptime_ms(EventWrite* w) except -1:
+    return put_opt_int(w.p, w.b, &w.ev[S_UPT])
+
+
+cdef inline int put_url(EventWrite* w) except -1:
+    return put_str(w.p, w.b, &w.ev[S_URL])
+
+
+cdef inline int put_screen_name_of(EventWrite* w) except -1:
+    return put_screen_name(w.p, w.b, &w.ev[S_URL])
+
+
+cdef inline int put_screen_count(EventWrite* w) except -1:
+    return put_opt_int(w.p, w.b, &w.ev[S_SCN])
+
+
+cdef inline int put_connectivity(EventWrite* w) except -1:
+    return put_enum(w.b, &w.ev[S_C], ENUM_NAMES[E_CONNECTIVITY], ENUM_LO[E_CONNECTIVITY],
+                    ENUM_COUNT[E_CONNECTIVITY])
+
+
+cdef inline int put_carrier(EventWrite* w) except -1:
+    return put_str(w.p, w.b, &w.ev[S_CI])
+
+
+cdef inline int put_orientation(EventWrite* w) except -1:
+    return put_enum(w.b, &w.ev[S_O], ENUM_NAMES[E_ORIENTATION], ENUM_LO[E_ORIENTATION],
+                    ENUM_COUNT[E_ORIENTATION])
+
+
+cdef inline int put_device(EventWrite* w) except -1:
+    """device and app's values from the header, then app's from the event's `vo`."""
+    w.pl.device = w.b.n
+    put(w.b, w.device.p, w.device.n)
+    return put_app_version(w.p, w.b, w.ev)
+
+
+cdef inline int put_params_of(EventWrite* w) except -1:
+    """The params of a known action; a custom event's own (settled when a key repeats)."""
+    cdef Slot* pr = &w.ev[S_PR]
+    if PARAM_N[w.ea] >= 0:
+        return put_action_params(w.p, w.b, w.ev, w.ea)
+    if w.ea != CUSTOM_EA:
+        return put(w.b, "{}", 2)
+    if w.params != NULL:
+        return put(w.b, bytes_data(w.params), bytes_size(w.params))
+    if pr.kind != OBJ:
+        return put(w.b, "{}", 2)
+    if w.p.proto:
+        return put(w.b, w.p.params.p, w.p.params.n)      # written as they were checked
+    return put_params_json(w.p, w.b, pr)
 
 
 cdef int put_outs(Parser* p, Buf* b, Slot* slots, const ParamOut* outs, int n) except -1:

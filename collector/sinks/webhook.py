@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from ..event import NormalizedEvent
 from ..log import EVENTS, unblanked
 from . import Sink
 
@@ -64,17 +65,13 @@ class Export(msgspec.Struct, omit_defaults=True, kw_only=True):  # omitted: UNSE
     data: dict
 
 
-class _Event(msgspec.Struct):
-    event_id: str
-    action: str
-    label: str | None
-    project_id: int
-    user_id: str | None
-    session_id: int | None
-    time: int
-    params: msgspec.Raw
-
-
+# What an export reads of an event: its keys typed as event.py types them, params as their text.
+_READ = ("event_id", "action", "label", "project_id", "user_id", "session_id", "time")
+_Event: Any = msgspec.defstruct(
+    "_Event",
+    [(f.name, f.type) for f in msgspec.structs.fields(NormalizedEvent) if f.name in _READ]
+    + [("params", msgspec.Raw)],
+)
 _events = msgspec.json.Decoder(_Event)
 _data = msgspec.json.Decoder(dict)
 _encode = msgspec.json.encode
