@@ -7,6 +7,7 @@ tables in `collector.spec`.
 
 import functools
 import re
+import struct
 from typing import Annotated, Union
 from urllib.parse import unquote_plus
 
@@ -90,6 +91,30 @@ def event_keys(jsonl: bytes) -> list[tuple[str, str]]:
     """(event_id, action) of each line of normalised JSON Lines: what the pipeline needs for
     dedup and rules, without reading whole events."""
     return [(k.event_id, k.action) for k in _keys.decode_lines(jsonl)]
+
+
+def line_views(pieces: list[bytes]) -> tuple[int, bytes]:
+    """The lines of pieces of JSON Lines (a piece's last line needs no newline) as Arrow string
+    views, 16 bytes each: length, then the line itself when it is at most 12 bytes, else its
+    first 4 bytes, the piece's index and the line's offset in it. (count, views): what an Arrow
+    `string_view` array over the pieces is made of, with no line copied."""
+    out = bytearray()
+    count = 0
+    for j, piece in enumerate(pieces):
+        if type(piece) is not bytes:
+            raise TypeError("line_views takes a list of bytes")
+        start = 0
+        while start < len(piece):
+            end = piece.find(b"\n", start)
+            end = len(piece) if end < 0 else end
+            line = piece[start:end]
+            if len(line) <= 12:
+                out += struct.pack("<i12s", len(line), line)
+            else:
+                out += struct.pack("<i4sii", len(line), line[:4], j, start)
+            count += 1
+            start = end + 1
+    return count, bytes(out)
 
 
 def event_ids(jsonl: bytes) -> list[str]:
@@ -448,4 +473,4 @@ def normalize(doc, received_time: int) -> Decoded:
 
 
 # the twin API of `collector._native` (parse_json, normalize... serve `collector.convert`)
-__all__ = ["decode", "event_keys", "event_ids", "decoded_ids", "read_request"]
+__all__ = ["decode", "event_keys", "event_ids", "decoded_ids", "read_request", "line_views"]

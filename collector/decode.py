@@ -36,6 +36,7 @@ event_ids = _impl.event_ids  # the event_id of each line
 decoded_ids = _impl.decoded_ids  # the event_id of each event of a Decoded (no second reading)
 IdSet = implementation.idset.IdSet  # (project, event id) pairs held for dedup
 read_request = _impl.read_request  # (batch_id, format, batch, project_id) of a serialized IngestRequest
+line_views = _impl.line_views  # the lines of pieces of JSON Lines as Arrow string views
 
-__all__ = ["TooLarge", "decode", "event_keys", "event_ids", "decoded_ids", "read_request", "IdSet",
-           "Decoded", "BatchError", "NATIVE"]
+__all__ = ["TooLarge", "decode", "event_keys", "event_ids", "decoded_ids", "read_request",
+           "line_views", "IdSet", "Decoded", "BatchError", "NATIVE"]

@@ -3,7 +3,7 @@
 # ---------------------------------------------------------------------------- the entry
 
 
-__all__ = ["decode", "event_keys", "event_ids", "decoded_ids", "read_request"]
+__all__ = ["decode", "event_keys", "event_ids", "decoded_ids", "read_request", "line_views"]
 
 
 def decode(data, str format, int64_t received_time, Py_ssize_t max_output=0):
@@ -161,6 +161,51 @@ def decoded_ids(decoded):
             ids.append(json_text(s, a, e, memchr(s + a, 92, e - a) != NULL))
     decoded._ids = ids
     return ids
+
+
+def line_views(pieces):
+    """The lines of pieces of JSON Lines (bytes; a piece's last line needs no newline) as Arrow
+    string views, 16 bytes each: length, then the line itself when it is at most 12 bytes, else
+    its first 4 bytes, the piece's index and the line's offset in it. (count, views): what an
+    Arrow `string_view` array over the pieces is made of, with no line copied. The twin of
+    `_pure.line_views`."""
+    cdef Py_ssize_t count = 0, cap = 0, j, n, start
+    cdef const char* s
+    cdef const char* nl
+    cdef int32_t* v
+    cdef Buf out
+    cdef int32_t length
+    memset(&out, 0, sizeof(Buf))
+    try:
+        for j in range(len(pieces)):
+            piece = pieces[j]
+            if type(piece) is not bytes:
+                raise TypeError("line_views takes a list of bytes")
+            s = PyBytes_AS_STRING(piece)
+            n = PyBytes_GET_SIZE(piece)
+            if n > 0x7FFFFFFF:
+                raise ValueError("a piece of JSON Lines passes 2 GiB")
+            start = 0
+            while start < n:
+                nl = <const char*>memchr(s + start, 10, n - start)
+                length = <int32_t>((nl - s if nl != NULL else n) - start)
+                if out.n + 16 > out.cap:
+                    buf_grow(&out, 16)
+                v = <int32_t*>(out.p + out.n)
+                memset(v, 0, 16)
+                v[0] = length
+                if length <= 12:
+                    memcpy(&v[1], s + start, length)
+                else:
+                    memcpy(&v[1], s + start, 4)
+                    v[2] = <int32_t>j
+                    v[3] = <int32_t>start
+                out.n += 16
+                count += 1
+                start += length + 1
+        return count, PyBytes_FromStringAndSize(out.p, out.n)
+    finally:
+        free(out.p)
 
 
 def read_request(data):

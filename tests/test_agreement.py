@@ -296,6 +296,22 @@ def test_id_sets_agree_under_many_operations():
     assert not any(native.contains(p, f"e{i}") for p in range(3) for i in range(3000))
 
 
+@SETTINGS
+@given(st.lists(st.binary(max_size=40) | st.lists(st.binary(max_size=16).filter(lambda b: b"\n" not in b),
+                                                 max_size=5).map(b"\n".join), max_size=6))
+def test_line_views_twins_agree(pieces):
+    """The twins see the same lines, and Arrow reads them off the views: each piece's lines."""
+    import pyarrow as pa
+
+    count, views = _native.line_views(pieces)
+    assert (count, views) == _pure.line_views(pieces)
+    lines = pa.Array.from_buffers(pa.binary_view(), count,
+                                  [None, pa.py_buffer(views)] + [pa.py_buffer(p) for p in pieces])
+    expected = [line for p in pieces if p
+                for line in (p[:-1] if p.endswith(b"\n") else p).split(b"\n")]
+    assert lines.to_pylist() == expected
+
+
 def _as_protobuf(text: bytes):
     try:
         return collector.json_to_protobuf(text)

@@ -21,6 +21,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Generator
+from concurrent.futures import ThreadPoolExecutor, wait
 
 from .rows import COMMERCE, REGION
 from .store import Store
@@ -154,6 +155,7 @@ class ClickHouseStore(Store):
         self._local = threading.local()
         self._clients: list = []
         self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None  # the second insert's thread
         days = max([retention_days, *self.retention_by_project.values()])
         client = self._client()
         client.command(ddl(days))
@@ -205,8 +207,28 @@ class ClickHouseStore(Store):
 
     # --- writing
     def insert(self, jsonl: list[bytes], token: str) -> int:
+        """Two inserts at once, the first and second half of the pieces, under tokens of their
+        own (`token/0`, `token/1`: the same pieces split the same way again): ClickHouse parses,
+        sorts and compresses an insert on one thread, and in-process (chDB) it shares the
+        collector's cores. A retry adds neither again; after a half failed, what the other
+        loaded arrives again only with different lines (see the store sink), as a copy that
+        the table's key keeps once."""
         if not any(jsonl):
             return 0
+        if len(jsonl) < 2:
+            return self._insert(jsonl, token)
+        half = len(jsonl) // 2
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="clickhouse-insert")
+            second = self._pool.submit(self._insert, jsonl[half:], f"{token}/1")
+        try:
+            first = self._insert(jsonl[:half], f"{token}/0")
+        finally:
+            wait([second])
+        return first + second.result()
+
+    def _insert(self, jsonl: list[bytes], token: str) -> int:
         summary = self._client().raw_insert(
             "events_raw", ["event"], iter(jsonl), fmt="LineAsString",
             settings={"insert_deduplication_token": token, "insert_deduplicate": 1,
@@ -265,5 +287,8 @@ class ClickHouseStore(Store):
     def close(self) -> None:
         with self._lock:
             clients, self._clients = self._clients, []
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown()
         for client in clients:
             client.close()

@@ -41,8 +41,10 @@ class StoreSink(Sink):
 
     def _load(self, records, token: str) -> list[bytes]:
         """Insert the records' lines; if the store refuses them and `check` finds lines it cannot
-        hold, those go to the dead letter and the rest is inserted (under the same token: the
-        refused insert added nothing). A refusal with no such line is the store's: raised."""
+        hold, those go to the dead letter and the rest is inserted under a token of their own
+        (the same every time: `check` finds the same lines; a refused insert may have loaded a
+        part, which then arrives again as copies the store keeps once). A refusal with no such
+        line is the store's: raised."""
         try:
             self.store.insert([record.payload for record in records], token)
             return []
@@ -50,7 +52,7 @@ class StoreSink(Sink):
             good, bad = check([line for r in records for line in r.payload.split(b"\n")])
             if not bad:
                 raise
-        self.store.insert([good], token)
+        self.store.insert([good], token + "/checked")
         return [_dead(self.name, why, line) for _, line, why in bad]
 
 
