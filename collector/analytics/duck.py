@@ -350,7 +350,8 @@ def _connect(path: str, memory_limit_mb: int):
     row groups of ROW_GROUP_SIZE rows, which only ATTACH sets: an insert's full row groups are
     then written to the file, compressed, as it runs, where DuckDB's default size (more rows than
     an insert of the sink holds) put every row through the write-ahead log first and compressed
-    it at the next checkpoint; loading runs about 1.7x as fast, and a metric reads the same.
+    it at the next checkpoint; loading runs about 1.7x as fast, and most metrics read the same
+    (docs/analytics.md).
     DuckDB's buffer pool takes up to 80% of the machine's memory unless bounded (0: that
     default). The write-ahead log is folded into the file at 64 MB rather than DuckDB's 16."""
     config: dict[str, Any] = {"checkpoint_threshold": "64MB"}
