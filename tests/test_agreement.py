@@ -14,7 +14,7 @@ from conftest import _crc_native, _idset_native, _native, outcome
 from collector import _crc_pure, _idset_pure, _pure
 from benchmarks.corpus import make_batches
 from collector.v1 import collector_pb2
-from fuzz_native import request_outcome
+from fuzz_native import _pb_int, _pb_len, request_outcome
 from strategies import BATCH, json_text, mutated
 
 pytestmark = pytest.mark.skipif(_native is None, reason="the native decoder is not built")
@@ -71,27 +71,13 @@ def agree_json_as_protobuf(text: bytes):
     return outcome(_pure, text, "json")
 
 
-def _pb_field(number: int, payload: bytes | int) -> bytes:
-    """One protobuf field: a varint, or length-delimited bytes."""
-    def varint(v: int) -> bytes:
-        out = bytearray()
-        while True:
-            out.append((v & 0x7F) | (0x80 if v > 0x7F else 0))
-            v >>= 7
-            if not v:
-                return bytes(out)
-    if isinstance(payload, int):
-        return varint(number << 3) + varint(payload)
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
-
-
 _PB_VALUES = st.one_of(
-    st.none().map(lambda _: (_pb_field(1, 0), None)),
-    st.booleans().map(lambda b: (_pb_field(2, int(b)), b)),
-    st.integers(-(2**63), 2**63 - 1).map(lambda i: (_pb_field(3, (i << 1) ^ (i >> 63)), i)),
+    st.none().map(lambda _: (_pb_int(1, 0), None)),
+    st.booleans().map(lambda b: (_pb_int(2, int(b)), b)),
+    st.integers(-(2**63), 2**63 - 1).map(lambda i: (_pb_int(3, (i << 1) ^ (i >> 63)), i)),
     st.floats(allow_nan=False, allow_infinity=False).map(
         lambda d: (b"\x21" + struct.pack("<d", d), d)),
-    st.text(max_size=8).map(lambda t: (_pb_field(5, t.encode()), t)),
+    st.text(max_size=8).map(lambda t: (_pb_len(5, t.encode()), t)),
 )
 
 
@@ -103,7 +89,7 @@ def _pb_member(draw, key: str):
     values = draw(st.lists(_PB_VALUES, max_size=3))
     kinds = draw(st.permutations([1] * len(keys) + [2] * len(values)))
     ks, vs = iter(keys), iter(values)
-    raw = b"".join(_pb_field(1, next(ks).encode()) if kind == 1 else _pb_field(2, next(vs)[0])
+    raw = b"".join(_pb_len(1, next(ks).encode()) if kind == 1 else _pb_len(2, next(vs)[0])
                    for kind in kinds)
     return raw, (key, values[-1][1] if values else None)
 
@@ -115,11 +101,11 @@ def test_protobuf_params_in_any_member_layout(data):
     params are the members in order, each its last key with its last value, and the twins agree."""
     keys = data.draw(st.lists(st.text(min_size=1, max_size=4), unique=True, max_size=5))
     members = [data.draw(_pb_member(k)) for k in keys]
-    params = b"".join(_pb_field(1, raw) for raw, _ in members)
-    custom = _pb_field(1, b"poll.voted") + _pb_field(3, params)
-    event = _pb_field(1, b"e1") + _pb_field(2, 20) + _pb_field(3, 1765000000000) + _pb_field(23, custom)
-    batch = (_pb_field(1, 7) + _pb_field(2, b"u1") + _pb_field(3, 1765000000000) + _pb_field(5, 1)
-             + _pb_field(4, event))
+    params = b"".join(_pb_len(1, raw) for raw, _ in members)
+    custom = _pb_len(1, b"poll.voted") + _pb_len(3, params)
+    event = _pb_len(1, b"e1") + _pb_int(2, 20) + _pb_int(3, 1765000000000) + _pb_len(23, custom)
+    batch = (_pb_int(1, 7) + _pb_len(2, b"u1") + _pb_int(3, 1765000000000) + _pb_int(5, 1)
+             + _pb_len(4, event))
     result = agree(batch, "protobuf")
     assert result[0] == "ok" and not result[2]
     line = _native.decode(batch, "protobuf", 1765000000000).to_jsonl()
