@@ -5,7 +5,7 @@
 DEF MAX_SLOTS = 48        # slots of one object layout (header or event)
 DEF MAX_RECS = 160        # field records of all check lists
 DEF MAX_LISTS = 32
-DEF MAX_FIELDNO = 32      # protobuf field numbers we map (larger ones are unknown fields)
+DEF MAX_FIELDNO = 31      # protobuf field numbers we map: their keys fit in one byte (two on the wire)
 DEF N_KINDS = 24        # object kinds (JSON lookups / protobuf messages)
 DEF HASH_BITS = 7
 DEF HASH_SIZE = 128       # 2 ** HASH_BITS
@@ -46,6 +46,16 @@ DEF R_SCALAR = 0
 DEF R_SUB = 1
 DEF R_PARAMS = 2
 DEF R_EVENTS = 3
+
+# What a protobuf field's key asks of the reader (`TagEntry.act`).
+DEF A_SKIP = 0      # not ours, or not of our wire type: read over
+DEF A_VARINT = 1
+DEF A_DOUBLE = 2
+DEF A_STRING = 3
+DEF A_SUB = 4
+DEF A_PARAMS = 5
+DEF A_EVENTS = 6
+DEF A_PAYLOAD = 7   # an event's payload, read once its action is known
 
 # Errors.
 DEF E_MALFORMED = 1

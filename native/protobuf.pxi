@@ -14,6 +14,10 @@ cdef inline int read_varint(Parser* p, Py_ssize_t* pos, Py_ssize_t end, uint64_t
         out[0] = p.s[start]
         pos[0] = start + 1
         return 0
+    if start + 1 < end and p.s[start + 1] < 0x80:     # two: keys of fields 16..2047, values < 2^14
+        out[0] = (p.s[start] & 0x7F) | (<uint64_t>p.s[start + 1] << 7)
+        pos[0] = start + 2
+        return 0
     for k in range(10):
         if pos[0] >= end:
             break
@@ -27,34 +31,43 @@ cdef inline int read_varint(Parser* p, Py_ssize_t* pos, Py_ssize_t end, uint64_t
     return fail(p, E_MALFORMED, "protobuf: truncated or overlong varint", start)
 
 
-cdef inline int read_field(Parser* p, Py_ssize_t* pos, Py_ssize_t end, uint64_t* number, int* wtype,
+cdef inline int read_value(Parser* p, Py_ssize_t* pos, Py_ssize_t end, uint64_t key, Py_ssize_t kstart,
                            uint64_t* value, Py_ssize_t* vstart, Py_ssize_t* vend) noexcept nogil:
-    """One field of a message: its number, wire type, and value (varint) or span."""
-    cdef uint64_t key, size
-    cdef Py_ssize_t start = pos[0]
-    if read_varint(p, pos, end, &key) < 0:
-        return -1
-    number[0] = key >> 3
-    wtype[0] = <int>(key & 7)
-    if number[0] == 0 or number[0] > 0x1FFFFFFF:
-        return fail(p, E_MALFORMED, "protobuf: invalid field number", start)
-    if wtype[0] == 0:
+    """The value of a field whose key (number << 3 | wire type, read from kstart) is read:
+    a varint's value, or the span of any other."""
+    cdef uint64_t size
+    cdef int wtype = <int>(key & 7)
+    if (key >> 3) == 0 or (key >> 3) > 0x1FFFFFFF:
+        return fail(p, E_MALFORMED, "protobuf: invalid field number", kstart)
+    if wtype == 0:
         return read_varint(p, pos, end, value)
-    if wtype[0] == 1 or wtype[0] == 5:
-        size = 8 if wtype[0] == 1 else 4
+    if wtype == 1 or wtype == 5:
+        size = 8 if wtype == 1 else 4
         if <uint64_t>(end - pos[0]) < size:
             return fail(p, E_MALFORMED, "protobuf: truncated fixed-size field", pos[0])
-    elif wtype[0] == 2:
+    elif wtype == 2:
         if read_varint(p, pos, end, &size) < 0:
             return -1
         if size > <uint64_t>(end - pos[0]):
             return fail(p, E_MALFORMED, "protobuf: length past the end", pos[0])
     else:
-        return fail(p, E_MALFORMED, "protobuf: unsupported wire type", start)
+        return fail(p, E_MALFORMED, "protobuf: unsupported wire type", kstart)
     vstart[0] = pos[0]
     pos[0] += <Py_ssize_t>size
     vend[0] = pos[0]
     return 0
+
+
+cdef inline int read_field(Parser* p, Py_ssize_t* pos, Py_ssize_t end, uint64_t* number, int* wtype,
+                           uint64_t* value, Py_ssize_t* vstart, Py_ssize_t* vend) noexcept nogil:
+    """One field of a message: its number, wire type, and value (varint) or span."""
+    cdef uint64_t key
+    cdef Py_ssize_t start = pos[0]
+    if read_varint(p, pos, end, &key) < 0:
+        return -1
+    number[0] = key >> 3
+    wtype[0] = <int>(key & 7)
+    return read_value(p, pos, end, key, start, value, vstart, vend)
 
 
 cdef inline int check_utf8(Parser* p, Py_ssize_t start, Py_ssize_t end) noexcept nogil:
@@ -143,62 +156,100 @@ cdef int add_event(Parser* p, Py_ssize_t start, Py_ssize_t end) except -1:
 
 
 cdef int pb_message(Parser* p, Py_ssize_t pos, Py_ssize_t end, int kind, Slot* slots, int depth) except -2:
-    """Read a message whose fields map to slots (Batch, Event and their sub-messages)."""
-    cdef uint64_t number, value
-    cdef int wtype, payload = -1, ea, esc
-    cdef Py_ssize_t vs, ve, ps = 0, pe = 0, saved, n
-    cdef FieldEntry* fe
+    """Read a message whose fields map to slots (Batch, Event and their sub-messages). Each
+    field's key picks what to do from the kind's table (`TAGS`): a field that is not ours, or
+    not of our wire type, is read over."""
+    cdef uint64_t key, value = 0
+    cdef int payload = -1, esc
+    cdef Py_ssize_t vs = 0, ve = 0, ps = 0, pe = 0, saved, n, kstart
+    cdef TagEntry* te
     cdef Slot* sl
     saved = p.pos
     while pos < end:        # a local cursor: slot stores cannot alias it
-        if read_field(p, &pos, end, &number, &wtype, &value, &vs, &ve) < 0:
+        kstart = pos
+        if read_varint(p, &pos, end, &key) < 0:
             return -1
-        if number > MAX_FIELDNO:
+        if key >= 256:
+            if read_value(p, &pos, end, key, kstart, &value, &vs, &ve) < 0:
+                return -1
             continue
-        if kind == PB_EVENT and PAYLOAD_KIND[number] >= 0:
-            if wtype == 2:
-                payload, ps, pe = <int>number, vs, ve
+        te = &TAGS[kind][key]
+        if te.act == A_VARINT:
+            if read_varint(p, &pos, end, &value) < 0:
+                return -1
+            sl = &slots[te.slot]
+            sl.flags = 0
+            sl.esc = 0
+            if te.vkind == VK_BOOL:
+                sl.kind = TRUE_ if value != 0 else FALSE_
+            else:
+                sl.kind = INT
+                sl.i = <int64_t>value if te.vkind == VK_INT else <int64_t>(value >> 1) ^ -(<int64_t>(value & 1))
+                sl.len = 0
             continue
-        fe = &FIELDS[kind][number]
-        if fe.slot < 0 or fe.wire != wtype:
+        if te.act == A_SKIP:
+            if read_value(p, &pos, end, key, kstart, &value, &vs, &ve) < 0:
+                return -1
             continue
-        sl = &slots[fe.slot]
+        if te.act == A_DOUBLE:
+            if end - pos < 8:
+                return fail(p, E_MALFORMED, "protobuf: truncated fixed-size field", pos)
+            sl = &slots[te.slot]
+            sl.flags = 0
+            sl.esc = 0
+            sl.kind = FLOAT
+            sl.d = read_double(p.s + pos)
+            sl.len = 0
+            pos += 8
+            continue
+        if read_varint(p, &pos, end, &value) < 0:     # the rest are length-delimited
+            return -1
+        if value > <uint64_t>(end - pos):
+            return fail(p, E_MALFORMED, "protobuf: length past the end", pos)
+        vs = pos
+        pos += <Py_ssize_t>value
+        ve = pos
+        if te.act == A_PAYLOAD:
+            payload, ps, pe = te.number, vs, ve
+            continue
+        sl = &slots[te.slot]
         sl.flags = 0
         sl.esc = 0
-        if fe.role == R_EVENTS:
-            add_event(p, vs, ve)    # read by `pb_events`, once the header is final
-        elif fe.role == R_SUB:
+        if te.act == A_STRING:
+            esc = check_utf8(p, vs, ve)
+            if esc < 0:
+                return -1
+            sl.kind = STR
+            sl.esc = 2 if esc else 0    # 0: its bytes are already JSON string text
+            sl.start = vs
+            sl.len = ve - vs
+        elif te.act == A_SUB:
             n = ve - vs
-            if kind == PB_EVENT and n and n == p.sub_len[fe.slot] \
-                    and memcmp(p.s + vs, p.s + p.sub_start[fe.slot], n) == 0:
+            if kind == PB_EVENT and n and n == p.sub_len[te.slot] \
+                    and memcmp(p.s + vs, p.s + p.sub_start[te.slot], n) == 0:
                 # the same bytes as the last event's (SDKs repeat `vo`): the same (valid) slots
-                memcpy(&slots[fe.sub_start], &p.sub_slots[fe.sub_start], sizeof(Slot) * fe.sub_count)
+                memcpy(&slots[te.sub_start], &p.sub_slots[te.sub_start], sizeof(Slot) * te.sub_count)
                 sl.flags = P_CACHED
             else:
-                memset(&slots[fe.sub_start], 0, sizeof(Slot) * fe.sub_count)
-                if pb_message(p, vs, ve, fe.sub, slots, depth + 1) < 0:
+                memset(&slots[te.sub_start], 0, sizeof(Slot) * te.sub_count)
+                if pb_message(p, vs, ve, te.sub, slots, depth + 1) < 0:
                     return -1
                 if kind == PB_EVENT:
-                    p.sub_start[fe.slot] = <int32_t>vs
-                    p.sub_len[fe.slot] = <int32_t>n
-                    p.sub_valid[fe.slot] = 0
-                    memcpy(&p.sub_slots[fe.sub_start], &slots[fe.sub_start], sizeof(Slot) * fe.sub_count)
+                    p.sub_start[te.slot] = <int32_t>vs
+                    p.sub_len[te.slot] = <int32_t>n
+                    p.sub_valid[te.slot] = 0
+                    memcpy(&p.sub_slots[te.sub_start], &slots[te.sub_start], sizeof(Slot) * te.sub_count)
             sl.kind = OBJ
             sl.start, sl.len = vs, n     # its bytes: `put_app_version` writes the same once
-        elif fe.role == R_PARAMS:
+        elif te.act == A_PARAMS:
             p.params.n = 0          # the last `pr` counts
             if pb_object(p, vs, ve, depth + 1, &sl.flags, &p.params) < 0:
                 return -1
             sl.kind = OBJ
             sl.start, sl.len = vs, ve - vs
         else:
-            set_scalar(p, sl, fe.vkind, value, vs, ve)
-            if sl.kind == STR:
-                esc = check_utf8(p, vs, ve)
-                if esc < 0:
-                    return -1
-                sl.esc = 2 if esc else 0    # 0: its bytes are already JSON string text
-    if kind == PB_EVENT and payload >= 0:
+            add_event(p, vs, ve)    # A_EVENTS: read by `pb_events`, once the header is final
+    if payload >= 0:
         sl = &slots[S_EA]
         if sl.kind == INT and 0 <= sl.i <= MAX_ACTION_CODE_ and PAYLOAD_CODES[payload][sl.i]:
             if PAYLOAD_AS_SLOT[payload] >= 0:
@@ -208,28 +259,6 @@ cdef int pb_message(Parser* p, Py_ssize_t pos, Py_ssize_t end, int kind, Slot* s
                 return -1
     p.pos = saved
     return 0
-
-
-cdef inline void set_scalar(Parser* p, Slot* sl, int vkind, uint64_t value, Py_ssize_t vs, Py_ssize_t ve) noexcept nogil:
-    if vkind == VK_INT:
-        sl.kind = INT
-        sl.i = <int64_t>value
-        sl.len = 0
-    elif vkind == VK_SINT:
-        sl.kind = INT
-        sl.i = <int64_t>(value >> 1) ^ -(<int64_t>(value & 1))
-        sl.len = 0
-    elif vkind == VK_BOOL:
-        sl.kind = TRUE_ if value != 0 else FALSE_
-    elif vkind == VK_DOUBLE:
-        sl.kind = FLOAT
-        sl.d = read_double(p.s + vs)
-        sl.len = 0
-    else:
-        sl.kind = STR
-        sl.esc = 2
-        sl.start = vs
-        sl.len = ve - vs
 
 
 cdef int pb_last_kind(Parser* p, Py_ssize_t pos, Py_ssize_t end, uint64_t* value,

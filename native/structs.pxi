@@ -30,14 +30,14 @@ cdef struct KeyEntry:       # JSON key -> slot, in an open-addressing table per 
     int16_t sub_start       # first slot of the sub-object (reset when it is read again)
     int16_t sub_count
 
-cdef struct FieldEntry:     # protobuf field number -> slot, per message kind
-    int16_t slot            # -1: not mapped
-    uint8_t wire
+cdef struct TagEntry:       # a protobuf field's key (number << 3 | wire type) -> what to do, per message kind
+    uint8_t act             # A_*
+    uint8_t slot
     uint8_t vkind           # wire.K_*
-    uint8_t role
-    uint8_t sub
-    int16_t sub_start
-    int16_t sub_count
+    uint8_t sub             # kind of a sub-message's fields
+    uint8_t number          # a payload's field number
+    uint8_t sub_start       # first slot of the sub-message (reset when it is read again)
+    uint8_t sub_count
 
 cdef struct Rec:            # one field check
     uint32_t fine           # slot kinds that pass with nothing more to look at

@@ -4,7 +4,7 @@
 
 cdef KeyEntry KEYS[N_KINDS][HASH_SIZE]
 cdef uint64_t KEY_MUL[N_KINDS]
-cdef FieldEntry FIELDS[N_KINDS][MAX_FIELDNO + 1]
+cdef TagEntry TAGS[N_KINDS][(MAX_FIELDNO + 1) << 3]
 cdef Rec RECS[MAX_RECS]
 cdef List LISTS[MAX_LISTS]
 cdef int N_HEADER_SLOTS, N_EVENT_SLOTS
@@ -240,29 +240,37 @@ def _init():
 
     def fill_fields(msg, slots, prefix):
         kind = msg_kind[msg]
-        for j in range(MAX_FIELDNO + 1):
-            FIELDS[kind][j].slot = -1
+        memset(TAGS[kind], 0, sizeof(TAGS[kind]))       # A_SKIP
         for number, (key, vkind, wtype, sub, repeated) in wire.MESSAGES[msg].items():
-            if number > MAX_FIELDNO:
-                continue
-            FIELDS[kind][number].wire = wtype
-            FIELDS[kind][number].vkind = vkind
-            FIELDS[kind][number].role = R_SCALAR
+            tag = number << 3 | wtype
             if msg == "Event" and number in wire.PAYLOADS:
-                continue        # read after the event, through PAYLOAD_*
+                if number > MAX_FIELDNO:
+                    raise RuntimeError(f"payload field {number} passes the native tables' room")
+                TAGS[kind][tag].act = A_PAYLOAD      # read after the event, through PAYLOAD_*
+                TAGS[kind][tag].number = number
+                continue
             if prefix + key not in slots:
                 continue
-            FIELDS[kind][number].slot = slots[prefix + key]
+            if number > MAX_FIELDNO:
+                raise RuntimeError(f"{msg}.{key}: field {number} passes the native tables' room")
+            TAGS[kind][tag].slot = slots[prefix + key]
+            TAGS[kind][tag].vkind = vkind
             if sub == "Event":
-                FIELDS[kind][number].role = R_EVENTS
+                TAGS[kind][tag].act = A_EVENTS
             elif sub == "Object":
-                FIELDS[kind][number].role = R_PARAMS
+                TAGS[kind][tag].act = A_PARAMS
             elif sub is not None:
-                FIELDS[kind][number].role = R_SUB
-                FIELDS[kind][number].sub = fill_fields(sub, slots, prefix + key + ".")
+                TAGS[kind][tag].act = A_SUB
+                TAGS[kind][tag].sub = fill_fields(sub, slots, prefix + key + ".")
                 subkeys = [k for k in slots if k.startswith(prefix + key + ".")]
-                FIELDS[kind][number].sub_start = slots[subkeys[0]]
-                FIELDS[kind][number].sub_count = len(subkeys)
+                TAGS[kind][tag].sub_start = slots[subkeys[0]]
+                TAGS[kind][tag].sub_count = len(subkeys)
+            elif vkind == wire.K_DOUBLE:
+                TAGS[kind][tag].act = A_DOUBLE
+            elif vkind == wire.K_STRING:
+                TAGS[kind][tag].act = A_STRING
+            else:
+                TAGS[kind][tag].act = A_VARINT
         return kind
 
     fill_fields("Batch", header_slots, "")

@@ -14,7 +14,7 @@ from conftest import _crc_native, _idset_native, _native, outcome
 from collector import _crc_pure, _idset_pure, _pure
 from benchmarks.corpus import make_batches
 from collector.v1 import collector_pb2
-from fuzz_native import _pb_int, _pb_len, request_outcome
+from fuzz_native import _pb_int, _pb_len, _pb_varint, request_outcome
 from strategies import BATCH, json_text, mutated
 
 pytestmark = pytest.mark.skipif(_native is None, reason="the native decoder is not built")
@@ -496,23 +496,80 @@ def test_too_deep_under_a_key_that_repeats(impl):
     assert len(impl.decode(ok, "json", 1)) == 0
 
 
+def _fields(data: bytes) -> list[bytes]:
+    """A Batch's or an Event's fields, each its bytes as they are (VARINT or LEN: all these have)."""
+    from collector import values
+
+    fields, pos = [], 0
+    while pos < len(data):
+        key, start = values.varint(data, pos, len(data))
+        value, end = values.varint(data, start, len(data))
+        end = end + value if key & 7 == 2 else end
+        fields.append(data[pos:end])
+        pos = end
+    return fields
+
+
 def test_protobuf_fields_in_any_order(impl):
     """A protobuf Batch's fields may come in any order (the header's after the events, or
     around them): the events are read into slots and written once the message is read."""
-    from collector import values
     from collector.v1 import batch_pb2
 
-    events_field = batch_pb2.Batch.DESCRIPTOR.fields_by_name["events"].number
+    events_key = batch_pb2.Batch.DESCRIPTOR.fields_by_name["events"].number << 3 | 2
     batch = make_batches(1, 10, seed=5)[0]
     data = collector.json_to_protobuf(batch)
-    events, head, pos = [], [], 0
-    while pos < len(data):  # each top-level field's bytes, as they are
-        key, start = values.varint(data, pos, len(data))
-        value, end = values.varint(data, start, len(data))  # VARINT or LEN: all a Batch has
-        end = end + value if key & 7 == 2 else end
-        (events if key >> 3 == events_field else head).append(data[pos:end])
-        pos = end
+    events, head = [], []
+    for field in _fields(data):
+        (events if field[0] == events_key else head).append(field)
     expected = impl.decode(data, "protobuf", 7).to_jsonl()
     assert expected == impl.decode(batch, "json", 7).to_jsonl()
     for order in (events + head, head[:3] + events + head[3:], head[::-1] + events):
         assert impl.decode(b"".join(order), "protobuf", 7).to_jsonl() == expected
+
+
+@st.composite
+def _foreign_field(draw, message: str) -> bytes:
+    """A field a reader of `message` reads over: a number the message does not have (its key
+    one byte, two, or more), or one it has under another wire type."""
+    from collector import wire
+
+    table = wire.MESSAGES[message]
+    number = draw(st.one_of(st.integers(1, 40), st.integers(1, 2**29 - 1)))
+    own = table[number][2] if number in table else None
+    wtype = draw(st.sampled_from([w for w in (0, 1, 2, 5) if w != own]))
+    key = _pb_varint(number << 3 | wtype)
+    if wtype == 0:
+        return key + _pb_varint(draw(st.integers(0, 2**64 - 1)))
+    if wtype == 2:
+        return _pb_len(number, draw(st.binary(max_size=6)))
+    return key + draw(st.binary(min_size=8 if wtype == 1 else 4, max_size=8 if wtype == 1 else 4))
+
+
+_PB_CORPUS = [collector.json_to_protobuf(b) for b in make_batches(4, 4, seed=9)]
+
+
+@SETTINGS
+@given(st.data())
+def test_protobuf_foreign_fields_are_read_over(data):
+    """Fields of numbers a message does not have, or of a wire type not their own, anywhere
+    in a Batch or its Events, change nothing: both twins write the same events as without."""
+    from collector import values
+    from collector.v1 import batch_pb2
+
+    events_key = batch_pb2.Batch.DESCRIPTOR.fields_by_name["events"].number << 3 | 2
+
+    def sprinkle(fields: list[bytes], message: str) -> bytes:
+        out = list(fields)
+        for _ in range(data.draw(st.integers(0, 3))):
+            out.insert(data.draw(st.integers(0, len(out))), data.draw(_foreign_field(message)))
+        return b"".join(out)
+
+    def event(field: bytes) -> bytes:
+        size, start = values.varint(field, 1, len(field))
+        return _pb_len(4, sprinkle(_fields(field[start:]), "Event"))
+
+    original = data.draw(st.sampled_from(_PB_CORPUS))
+    fields = [event(f) if f[0] == events_key else f for f in _fields(original)]
+    changed = sprinkle(fields, "Batch")
+    for impl in (_pure, _native) if _native else (_pure,):
+        assert impl.decode(changed, "protobuf", 7).to_jsonl() == impl.decode(original, "protobuf", 7).to_jsonl()
