@@ -31,31 +31,44 @@ cdef inline int read_varint(Parser* p, Py_ssize_t* pos, Py_ssize_t end, uint64_t
     return fail(p, E_MALFORMED, "protobuf: truncated or overlong varint", start)
 
 
-cdef inline int read_value(Parser* p, Py_ssize_t* pos, Py_ssize_t end, uint64_t key, Py_ssize_t kstart,
-                           uint64_t* value, Py_ssize_t* vstart, Py_ssize_t* vend) noexcept nogil:
-    """The value of a field whose key (number << 3 | wire type, read from kstart) is read:
-    a varint's value, or the span of any other."""
+cdef inline int read_len(Parser* p, Py_ssize_t* pos, Py_ssize_t end, Py_ssize_t* vstart, Py_ssize_t* vend) noexcept nogil:
+    """A length-delimited value's span, the cursor moved past it."""
     cdef uint64_t size
-    cdef int wtype = <int>(key & 7)
-    if (key >> 3) == 0 or (key >> 3) > 0x1FFFFFFF:
-        return fail(p, E_MALFORMED, "protobuf: invalid field number", kstart)
-    if wtype == 0:
-        return read_varint(p, pos, end, value)
-    if wtype == 1 or wtype == 5:
-        size = 8 if wtype == 1 else 4
-        if <uint64_t>(end - pos[0]) < size:
-            return fail(p, E_MALFORMED, "protobuf: truncated fixed-size field", pos[0])
-    elif wtype == 2:
-        if read_varint(p, pos, end, &size) < 0:
-            return -1
-        if size > <uint64_t>(end - pos[0]):
-            return fail(p, E_MALFORMED, "protobuf: length past the end", pos[0])
-    else:
-        return fail(p, E_MALFORMED, "protobuf: unsupported wire type", kstart)
+    if read_varint(p, pos, end, &size) < 0:
+        return -1
+    if size > <uint64_t>(end - pos[0]):
+        return fail(p, E_MALFORMED, "protobuf: length past the end", pos[0])
     vstart[0] = pos[0]
     pos[0] += <Py_ssize_t>size
     vend[0] = pos[0]
     return 0
+
+
+cdef inline int read_fixed(Parser* p, Py_ssize_t* pos, Py_ssize_t end, Py_ssize_t size,
+                           Py_ssize_t* vstart, Py_ssize_t* vend) noexcept nogil:
+    """A fixed-size value's span (8 or 4 bytes), the cursor moved past it."""
+    if end - pos[0] < size:
+        return fail(p, E_MALFORMED, "protobuf: truncated fixed-size field", pos[0])
+    vstart[0] = pos[0]
+    pos[0] += size
+    vend[0] = pos[0]
+    return 0
+
+
+cdef inline int read_value(Parser* p, Py_ssize_t* pos, Py_ssize_t end, uint64_t key, Py_ssize_t kstart,
+                           uint64_t* value, Py_ssize_t* vstart, Py_ssize_t* vend) noexcept nogil:
+    """The value of a field whose key (number << 3 | wire type, read from kstart) is read:
+    a varint's value, or the span of any other."""
+    cdef int wtype = <int>(key & 7)
+    if key - 8 > 0xFFFFFFF7ULL:      # number 0, or past 2^29 - 1: keys 8..2^32 - 1 are sound
+        return fail(p, E_MALFORMED, "protobuf: invalid field number", kstart)
+    if wtype == 0:
+        return read_varint(p, pos, end, value)
+    if wtype == 2:
+        return read_len(p, pos, end, vstart, vend)
+    if wtype == 1 or wtype == 5:
+        return read_fixed(p, pos, end, 8 if wtype == 1 else 4, vstart, vend)
+    return fail(p, E_MALFORMED, "protobuf: unsupported wire type", kstart)
 
 
 cdef inline int read_field(Parser* p, Py_ssize_t* pos, Py_ssize_t end, uint64_t* number, int* wtype,
@@ -169,11 +182,7 @@ cdef int pb_message(Parser* p, Py_ssize_t pos, Py_ssize_t end, int kind, Slot* s
         kstart = pos
         if read_varint(p, &pos, end, &key) < 0:
             return -1
-        if key >= 256:
-            if read_value(p, &pos, end, key, kstart, &value, &vs, &ve) < 0:
-                return -1
-            continue
-        te = &TAGS[kind][key]
+        te = &TAGS[kind][key if key < 256 else 0]     # entry 0 (field number 0): A_SKIP
         if te.act == A_VARINT:
             if read_varint(p, &pos, end, &value) < 0:
                 return -1
@@ -192,30 +201,21 @@ cdef int pb_message(Parser* p, Py_ssize_t pos, Py_ssize_t end, int kind, Slot* s
                 return -1
             continue
         if te.act == A_DOUBLE:
-            if end - pos < 8:
-                return fail(p, E_MALFORMED, "protobuf: truncated fixed-size field", pos)
-            sl = &slots[te.slot]
-            sl.flags = 0
-            sl.esc = 0
-            sl.kind = FLOAT
-            sl.d = read_double(p.s + pos)
-            sl.len = 0
-            pos += 8
-            continue
-        if read_varint(p, &pos, end, &value) < 0:     # the rest are length-delimited
+            if read_fixed(p, &pos, end, 8, &vs, &ve) < 0:
+                return -1
+        elif read_len(p, &pos, end, &vs, &ve) < 0:    # the rest are length-delimited
             return -1
-        if value > <uint64_t>(end - pos):
-            return fail(p, E_MALFORMED, "protobuf: length past the end", pos)
-        vs = pos
-        pos += <Py_ssize_t>value
-        ve = pos
         if te.act == A_PAYLOAD:
             payload, ps, pe = te.number, vs, ve
             continue
         sl = &slots[te.slot]
         sl.flags = 0
         sl.esc = 0
-        if te.act == A_STRING:
+        if te.act == A_DOUBLE:
+            sl.kind = FLOAT
+            sl.d = read_double(p.s + vs)
+            sl.len = 0
+        elif te.act == A_STRING:
             esc = check_utf8(p, vs, ve)
             if esc < 0:
                 return -1
