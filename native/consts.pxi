@@ -6,6 +6,7 @@ DEF MAX_SLOTS = 48        # slots of one object layout (header or event)
 DEF MAX_RECS = 160        # field records of all check lists
 DEF MAX_LISTS = 32
 DEF MAX_FIELDNO = 31      # protobuf field numbers we map: their keys fit in one byte (two on the wire)
+DEF N_TAGS = (MAX_FIELDNO + 1) << 3      # a message's keys (number << 3 | wire type) we map
 DEF N_KINDS = 24        # object kinds (JSON lookups / protobuf messages)
 DEF HASH_BITS = 7
 DEF HASH_SIZE = 128       # 2 ** HASH_BITS

@@ -31,6 +31,11 @@ cdef inline int read_varint(Parser* p, Py_ssize_t* pos, Py_ssize_t end, uint64_t
     return fail(p, E_MALFORMED, "protobuf: truncated or overlong varint", start)
 
 
+cdef inline int64_t unzigzag(uint64_t v) noexcept nogil:
+    """A sint64's value from its varint (0, -1, 1, -2... as 0, 1, 2, 3...)."""
+    return <int64_t>(v >> 1) ^ -(<int64_t>(v & 1))
+
+
 cdef inline int read_len(Parser* p, Py_ssize_t* pos, Py_ssize_t end, Py_ssize_t* vstart, Py_ssize_t* vend) noexcept nogil:
     """A length-delimited value's span, the cursor moved past it."""
     cdef uint64_t size
@@ -182,7 +187,7 @@ cdef int pb_message(Parser* p, Py_ssize_t pos, Py_ssize_t end, int kind, Slot* s
         kstart = pos
         if read_varint(p, &pos, end, &key) < 0:
             return -1
-        te = &TAGS[kind][key if key < 256 else 0]     # entry 0 (field number 0): A_SKIP
+        te = &TAGS[kind][key if key < N_TAGS else 0]      # entry 0 (field number 0): A_SKIP
         if te.act == A_VARINT:
             if read_varint(p, &pos, end, &value) < 0:
                 return -1
@@ -193,7 +198,7 @@ cdef int pb_message(Parser* p, Py_ssize_t pos, Py_ssize_t end, int kind, Slot* s
                 sl.kind = TRUE_ if value != 0 else FALSE_
             else:
                 sl.kind = INT
-                sl.i = <int64_t>value if te.vkind == VK_INT else <int64_t>(value >> 1) ^ -(<int64_t>(value & 1))
+                sl.i = <int64_t>value if te.vkind == VK_INT else unzigzag(value)     # int64 or sint64
                 sl.len = 0
             continue
         if te.act == A_SKIP:
@@ -311,7 +316,7 @@ cdef int pb_value(Parser* p, Py_ssize_t pos, Py_ssize_t end, int depth, uint8_t*
             pflags[0] |= P_NONFINITE
             put(w, "null", 4)
     elif last == V_INT:
-        put_int(w, <int64_t>(value >> 1) ^ -(<int64_t>(value & 1)))
+        put_int(w, unzigzag(value))
     elif last == V_BOOL:
         if value:
             put(w, "true", 4)

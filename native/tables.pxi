@@ -4,7 +4,7 @@
 
 cdef KeyEntry KEYS[N_KINDS][HASH_SIZE]
 cdef uint64_t KEY_MUL[N_KINDS]
-cdef TagEntry TAGS[N_KINDS][(MAX_FIELDNO + 1) << 3]
+cdef TagEntry TAGS[N_KINDS][N_TAGS]
 cdef Rec RECS[MAX_RECS]
 cdef List LISTS[MAX_LISTS]
 cdef int N_HEADER_SLOTS, N_EVENT_SLOTS
@@ -22,7 +22,7 @@ cdef int CUSTOM_EA, CODE_BAD_PARAMS
 # spec field types and checks, wire kinds and Value fields, as C values
 cdef int T_INT, T_NUMBER, T_STRING, T_BOOL, T_OBJECT, T_PARAMS
 cdef int C_ANY, C_POSITIVE, C_NON_NEGATIVE, C_ID, C_CURRENCY, C_DENSITY, C_ACTION_NAME, C_ACTION_CODE
-cdef int VK_INT, VK_SINT, VK_DOUBLE, VK_BOOL
+cdef int VK_INT, VK_BOOL
 cdef int V_NULL, V_BOOL, V_INT, V_DOUBLE, V_STRING, V_ARRAY, V_OBJECT
 cdef const char* HEXDIGITS = b"0123456789abcdef"
 
@@ -104,7 +104,7 @@ def _init():
     global N_HEADER_OUT, N_VO_OUT
     global T_INT, T_NUMBER, T_STRING, T_BOOL, T_OBJECT, T_PARAMS
     global C_ANY, C_POSITIVE, C_NON_NEGATIVE, C_ID, C_CURRENCY, C_DENSITY, C_ACTION_NAME, C_ACTION_CODE
-    global VK_INT, VK_SINT, VK_DOUBLE, VK_BOOL
+    global VK_INT, VK_BOOL
     global V_NULL, V_BOOL, V_INT, V_DOUBLE, V_STRING, V_ARRAY, V_OBJECT
     global H_PID, H_UID, H_NOW, H_PL, H_DT, H_DMA, H_DMO, H_OS, H_L, H_TZ, H_TO, H_R
     global H_AN, H_ST, H_SF, H_D
@@ -127,7 +127,7 @@ def _init():
     T_OBJECT, T_PARAMS = spec.OBJECT, spec.PARAMS
     C_ANY, C_POSITIVE, C_NON_NEGATIVE, C_ID = spec.ANY, spec.POSITIVE, spec.NON_NEGATIVE, spec.ID
     C_CURRENCY, C_DENSITY, C_ACTION_NAME, C_ACTION_CODE = spec.CURRENCY, spec.DENSITY, spec.ACTION_NAME, spec.ACTION_CODE
-    VK_INT, VK_SINT, VK_DOUBLE, VK_BOOL = wire.K_INT, wire.K_SINT, wire.K_DOUBLE, wire.K_BOOL
+    VK_INT, VK_BOOL = wire.K_INT, wire.K_BOOL
     V_NULL, V_BOOL, V_INT, V_DOUBLE = wire.VALUE_NULL, wire.VALUE_BOOL, wire.VALUE_INT, wire.VALUE_DOUBLE
     V_STRING, V_ARRAY, V_OBJECT = wire.VALUE_STRING, wire.VALUE_ARRAY, wire.VALUE_OBJECT
 
